@@ -1,0 +1,28 @@
+# trialprep: `make demo` runs the virtual trial end to end; `make test` runs the test suite.
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo_out
+DEMO_SIZE ?= default
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint bench containers clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	$(BIN)/trialprep demo $(DEMO_DIR)/trial --size $(DEMO_SIZE) --seed 7
+	$(BIN)/trialprep run --trial $(DEMO_DIR)/trial --out $(DEMO_DIR)/study
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .snakemake

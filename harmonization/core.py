@@ -1,0 +1,278 @@
+"""ComBat's numerical core: ``fit`` a model on arrays, ``apply`` it to any samples.
+
+Arrays are samples x features. Batch labels are any hashable values (compared as strings).
+The model reproduces neuroCombat/sva ComBat on its training data in every mode (parametric /
+non-parametric EB, no EB, mean-only, reference batch, protected covariates) and adds
+nonlinear (natural spline) covariate terms and application to new samples.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from trialprep import __version__
+from trialprep.harmonization import eb
+from trialprep.harmonization.design import (
+    HarmonizationError,
+    _natural_key,
+    build_terms,
+    check_not_confounded,
+    covariate_matrix,
+)
+from trialprep.harmonization.model import ComBatModel
+from trialprep.provenance import package_versions, sha256_array, sha256_json, utc_now
+
+#: Bytes of samples x features temporaries processed at once.
+CHUNK_BYTES = 1 << 26
+
+
+def as_data_matrix(X, name: str = "data") -> tuple[np.ndarray, list[str]]:
+    """Validate a samples x features table and return (float64 array, feature names)."""
+    if isinstance(X, pd.DataFrame):
+        non_numeric = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])
+                       or pd.api.types.is_bool_dtype(X[c])]
+        if non_numeric:
+            raise HarmonizationError(
+                f"{name} has non-numeric feature column(s) {non_numeric[:5]}"
+                f"{' ...' if len(non_numeric) > 5 else ''}; pass them as covariates or drop them"
+            )
+        features = [str(c) for c in X.columns]
+        arr = X.to_numpy(dtype=float)
+    else:
+        try:
+            arr = np.asarray(X, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise HarmonizationError(f"{name} is not numeric: {exc}") from None
+        if arr.ndim != 2:
+            raise HarmonizationError(f"{name} must be 2-D (samples x features), got {arr.ndim}-D")
+        features = [f"f{i}" for i in range(arr.shape[1])]
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise HarmonizationError(
+            f"{name} has {int(bad.sum())} missing or non-finite value(s) in "
+            f"{int(bad.any(axis=0).sum())} feature(s) (first: sample {i}, feature "
+            f"{features[j]!r}); impute or drop them before harmonizing"
+        )
+    return arr, features
+
+
+def _as_frame(covariates, n: int) -> pd.DataFrame | None:
+    if covariates is None:
+        return None
+    df = pd.DataFrame(covariates).reset_index(drop=True)
+    if len(df) != n:
+        raise HarmonizationError(f"covariates have {len(df)} rows, data has {n}")
+    return df
+
+
+def _batch_index(batch, levels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    labels = np.array([str(b) for b in np.asarray(batch, dtype=object).ravel()])
+    if any(b in ("nan", "None", "") for b in labels):
+        raise HarmonizationError("batch labels contain missing values")
+    if levels is None:
+        levels = sorted(set(labels.tolist()), key=_natural_key)
+    unseen = sorted(set(labels.tolist()) - set(levels))
+    if unseen:
+        raise HarmonizationError(
+            f"batch(es) {unseen} were not seen when the model was fitted "
+            f"(known: {levels}); ComBat cannot estimate an effect for an unseen batch"
+        )
+    lookup = {b: i for i, b in enumerate(levels)}
+    return np.array([lookup[b] for b in labels], dtype=int), levels
+
+
+def _batch_design(idx: np.ndarray, n_batch: int, ref: int | None) -> np.ndarray:
+    D = np.zeros((idx.size, n_batch))
+    D[np.arange(idx.size), idx] = 1.0
+    if ref is not None:
+        D[:, ref] = 1.0  # reference batch acts as intercept (as neuroCombat/sva)
+    return D
+
+
+def _chunks(n: int, p: int):
+    step = max(1, CHUNK_BYTES // (8 * max(n, 1)))
+    for start in range(0, p, step):
+        yield slice(start, min(p, start + step))
+
+
+def fit(
+    X, batch, covariates=None, *, categorical: Sequence[str] = (), smooth: Sequence[str] = (),
+    n_knots: int = 5, parametric: bool = True, eb_: bool = True, mean_only: bool = False,
+    ref_batch=None,
+) -> ComBatModel:
+    """Estimate ComBat's location/scale batch effects.
+
+    Parameters
+    ----------
+    X : samples x features array or DataFrame (numeric, finite).
+    batch : one label per sample.
+    covariates : DataFrame (or mapping) of protected covariates, one row per sample.
+        Columns named in ``categorical`` are one-hot encoded, those in ``smooth`` get a
+        natural cubic spline with ``n_knots`` knots at quantiles; others are linear.
+    parametric, eb_, mean_only, ref_batch : ComBat's modes (``eb_=False`` uses the batch
+        estimates without shrinkage; ``ref_batch`` leaves that batch unchanged and maps the
+        others onto it).
+
+    Returns
+    -------
+    ComBatModel, applied to data with :func:`apply`.
+    """
+    Y, features = as_data_matrix(X)
+    n, p = Y.shape
+    idx, levels = _batch_index(batch)
+    if idx.size != n:
+        raise HarmonizationError(f"{idx.size} batch labels for {n} samples")
+    counts = np.bincount(idx, minlength=len(levels))
+    if len(levels) < 2:
+        raise HarmonizationError(
+            f"only one batch ({levels[0]!r}): there is no batch effect to estimate")
+    small = [lv for lv, c in zip(levels, counts, strict=True) if c < 2]
+    if small:
+        raise HarmonizationError(
+            f"batch(es) {small} have a single sample; ComBat needs at least 2 per batch to "
+            "estimate a scale effect (merge or drop them)")
+    ref = None
+    if ref_batch is not None:
+        if str(ref_batch) not in levels:
+            raise HarmonizationError(f"reference batch {ref_batch!r} not among batches {levels}")
+        ref = levels.index(str(ref_batch))
+
+    cov_df = _as_frame(covariates, n)
+    terms = build_terms(cov_df, categorical, smooth, n_knots)
+    C = covariate_matrix(terms, cov_df, n)
+    Bd = _batch_design(idx, len(levels), ref)
+    check_not_confounded(_batch_design(idx, len(levels), None), terms, C)
+    design = np.column_stack([Bd, C])
+
+    # Location/scale standardisation: one least-squares fit for all features.
+    nb = len(levels)
+    XtX_inv = np.linalg.inv(design.T @ design)
+    B = XtX_inv @ (design.T @ Y)
+    grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
+    beta_cov = B[nb:]
+    rows = idx == ref if ref is not None else np.ones(n, bool)
+    var_pooled = np.empty(p)
+    for sl in _chunks(n, p):
+        resid = Y[rows, sl] - design[rows] @ B[:, sl]
+        var_pooled[sl] = np.mean(resid * resid, axis=0)
+    # Constant features, and features fully explained by the design, pass through unchanged.
+    active = (np.ptp(Y, axis=0) > 0) & (var_pooled > np.finfo(float).tiny)
+    n_degenerate = int(((np.ptp(Y, axis=0) > 0) & ~active).sum())
+    if n_degenerate:
+        warnings.warn(
+            f"{n_degenerate} feature(s) fully explained by batch and covariates (zero residual "
+            "variance) are passed through unchanged", stacklevel=2)
+    if not active.any():
+        raise HarmonizationError("no feature varies: nothing to harmonize")
+    act = np.flatnonzero(active)
+    grand_mean, beta_cov, var_pooled = grand_mean[act], beta_cov[:, act], var_pooled[act]
+    sd = np.sqrt(var_pooled)
+
+    # Per-batch summaries of the standardized data s = (Y - stand_mean) / sd.
+    pa = act.size
+    Bd_s = np.zeros((nb, pa))
+    mean_b = np.zeros((nb, pa))
+    css_b = np.zeros((nb, pa))
+    members = [np.flatnonzero(idx == b) for b in range(nb)]
+    for sl in _chunks(n, pa):
+        s = (Y[:, act[sl]] - (grand_mean[sl][None, :] + C @ beta_cov[:, sl])) / sd[sl]
+        Bd_s[:, sl] = Bd.T @ s
+        for b, rows_b in enumerate(members):
+            sb = s[rows_b]
+            mean_b[b, sl] = sb.mean(axis=0)
+            css_b[b, sl] = ((sb - mean_b[b, sl]) ** 2).sum(axis=0)
+    gamma_hat = np.linalg.solve(Bd.T @ Bd, Bd_s)
+    if mean_only:
+        delta_hat = np.ones((nb, pa))
+    else:
+        delta_hat = css_b / (counts[:, None] - 1)
+        delta_hat[delta_hat == 0] = 1.0  # as sva/neuroCombat
+    gamma_bar = gamma_hat.mean(axis=1)
+    t2 = gamma_hat.var(axis=1, ddof=1)
+
+    gamma_star = np.empty_like(gamma_hat)
+    delta_star = np.empty_like(delta_hat)
+    iterations = [0] * nb
+    for b in range(nb):
+        if not eb_:
+            gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
+        elif parametric:
+            if mean_only:
+                gamma_star[b] = eb.parametric_mean_only(gamma_hat[b], gamma_bar[b], t2[b])
+                delta_star[b] = 1.0
+            else:
+                a, bb = eb.inverse_gamma_prior(delta_hat[b])
+                gamma_star[b], delta_star[b], iterations[b] = eb.parametric(
+                    int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b],
+                    gamma_bar[b], t2[b], a, bb)
+        else:
+            gamma_star[b], delta_star[b] = eb.nonparametric(
+                int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b])
+    if ref is not None:
+        gamma_star[ref], delta_star[ref] = 0.0, 1.0
+
+    provenance = {
+        "created": utc_now(), "trialprep": __version__,
+        "packages": package_versions(("numpy", "scipy", "pandas")),
+        "n_samples": n, "n_features": p,
+        "training_sha256": sha256_json({
+            "data": sha256_array(Y), "batch": [levels[i] for i in idx],
+            "covariates": None if cov_df is None else cov_df.astype(str).to_dict("list")}),
+    }
+    return ComBatModel(
+        provenance=provenance, features=features, active=active, batches=levels,
+        ref_batch=levels[ref] if ref is not None else None, terms=terms,
+        n_per_batch=counts.tolist(), grand_mean=grand_mean,
+        beta_cov=beta_cov, var_pooled=var_pooled, gamma_hat=gamma_hat, delta_hat=delta_hat,
+        gamma_star=gamma_star, delta_star=delta_star,
+        settings={"parametric": parametric, "eb": eb_, "mean_only": mean_only,
+                  "n_knots": n_knots, "eb_iterations": iterations},
+    )
+
+
+def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
+    """Remove the fitted batch effects from samples of known batches (samples x features).
+
+    Constant features seen at fit time pass through unchanged; samples of the reference
+    batch are returned unchanged.
+    """
+    Y, features = as_data_matrix(X, "new data")
+    n, p = Y.shape
+    if p != len(model.features):
+        raise HarmonizationError(f"model has {len(model.features)} features, data has {p}")
+    if isinstance(X, pd.DataFrame) and features != model.features:
+        missing = sorted(set(model.features) - set(features))
+        raise HarmonizationError(
+            f"feature columns differ from the model's (missing: {missing[:5]})" if missing
+            else "feature columns are in a different order than the model's")
+    idx, levels = _batch_index(batch, model.batches)
+    if idx.size != n:
+        raise HarmonizationError(f"{idx.size} batch labels for {n} samples")
+    ref = model.batches.index(model.ref_batch) if model.ref_batch is not None else None
+    C = covariate_matrix(model.terms, _as_frame(covariates, n), n)
+    Bd = _batch_design(idx, len(levels), ref)
+
+    out = Y.copy()
+    act = np.flatnonzero(model.active)
+    sd = np.sqrt(model.var_pooled)
+    for sl in _chunks(n, act.size):
+        cols = act[sl]
+        stand_mean = model.grand_mean[sl][None, :] + C @ model.beta_cov[:, sl]
+        s = (Y[:, cols] - stand_mean) / sd[sl]
+        s -= Bd @ model.gamma_star[:, sl]
+        s /= np.sqrt(model.delta_star[:, sl][idx])
+        out[:, cols] = s * sd[sl] + stand_mean
+    if ref is not None:
+        out[idx == ref] = Y[idx == ref]
+    return out
+
+
+def harmonize(X, batch, covariates=None, **kwargs) -> tuple[np.ndarray, ComBatModel]:
+    """Fit on ``X`` and return (harmonized X, model): ComBat in one call."""
+    model = fit(X, batch, covariates, **kwargs)
+    return apply(model, X, batch, covariates), model

@@ -1,0 +1,1 @@
+"""QC gates and self-contained HTML reports."""

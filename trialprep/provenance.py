@@ -1,0 +1,85 @@
+"""Provenance helpers: checksums, tool versions and the environment's lock hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from trialprep import __version__
+from trialprep.paths import project_root
+
+#: Packages whose versions are recorded with every derivative.
+TRACKED_PACKAGES = (
+    "numpy", "scipy", "pandas", "scikit-learn", "pydicom", "nibabel", "nilearn",
+    "antspyx", "dipy", "nipype", "dcm2niix", "snakemake",
+)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_array(arr: np.ndarray) -> str:
+    """Checksum of an array's dtype, shape and bytes (C order)."""
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256()
+    h.update(str(a.dtype).encode())
+    h.update(str(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def sha256_json(obj: object) -> str:
+    """Checksum of a JSON-serialisable object in canonical form (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def lock_hash() -> str:
+    """Hash of the lock file (constraints.txt) the environment was installed from."""
+    lock = project_root() / "constraints.txt"
+    return sha256_file(lock) if lock.exists() else "unknown"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def environment_record() -> dict:
+    """What produced a derivative: pipeline version, python, packages, lock hash."""
+    return {
+        "trialprep": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "lock_sha256": lock_hash(),
+        "container": container_id(),
+    }
+
+
+def container_id() -> str:
+    """Container image identity when running in one, else ``native``."""
+    import os
+
+    return os.environ.get("TRIALPREP_CONTAINER_IMAGE", "native")

@@ -1,0 +1,1 @@
+"""Pipeline stages: DICOM intake and (later) Nipype preprocessing workflows."""
