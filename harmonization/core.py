@@ -26,9 +26,6 @@ from trialprep.harmonization.design import (
 from trialprep.harmonization.model import ComBatModel
 from trialprep.provenance import package_versions, sha256_array, sha256_json, utc_now
 
-#: Bytes of samples x features temporaries processed at once.
-CHUNK_BYTES = 1 << 26
-
 
 def as_data_matrix(X, name: str = "data") -> tuple[np.ndarray, list[str]]:
     """Validate a samples x features table and return (float64 array, feature names)."""
@@ -94,12 +91,6 @@ def _batch_design(idx: np.ndarray, n_batch: int, ref: int | None) -> np.ndarray:
     return D
 
 
-def _chunks(n: int, p: int):
-    step = max(1, CHUNK_BYTES // (8 * max(n, 1)))
-    for start in range(0, p, step):
-        yield slice(start, min(p, start + step))
-
-
 def fit(
     X, batch, covariates=None, *, categorical: Sequence[str] = (), smooth: Sequence[str] = (),
     n_knots: int = 5, parametric: bool = True, eb_: bool = True, mean_only: bool = False,
@@ -145,48 +136,53 @@ def fit(
     cov_df = _as_frame(covariates, n)
     terms = build_terms(cov_df, categorical, smooth, n_knots)
     C = covariate_matrix(terms, cov_df, n)
-    Bd = _batch_design(idx, len(levels), ref)
     check_not_confounded(_batch_design(idx, len(levels), None), terms, C)
-    design = np.column_stack([Bd, C])
+    design = np.column_stack([_batch_design(idx, len(levels), ref), C])
 
     # Location/scale standardisation: one least-squares fit for all features.
     nb = len(levels)
-    XtX_inv = np.linalg.inv(design.T @ design)
-    B = XtX_inv @ (design.T @ Y)
-    grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
+    B = np.linalg.solve(design.T @ design, design.T @ Y)
     beta_cov = B[nb:]
-    rows = idx == ref if ref is not None else np.ones(n, bool)
-    var_pooled = np.empty(p)
-    for sl in _chunks(n, p):
-        resid = Y[rows, sl] - design[rows] @ B[:, sl]
-        var_pooled[sl] = np.mean(resid * resid, axis=0)
+    members = [np.flatnonzero(idx == b) for b in range(nb)]
+    # One pass over the data: per-batch mean and centred sum of squares of Z = Y - C beta.
+    # Everything else (pooled variance, standardized batch effects) follows exactly from them.
+    mean_z = np.empty((nb, p))
+    css_z = np.empty((nb, p))
+    constant = np.ones(p, bool)
+    for b, rows_b in enumerate(members):
+        Zb = Y[rows_b]
+        constant &= (Zb == Y[0]).all(axis=0)
+        if C.shape[1]:
+            Zb -= C[rows_b] @ beta_cov
+        mean_z[b] = Zb.mean(axis=0)
+        Zb -= mean_z[b]
+        css_z[b] = np.einsum("ij,ij->j", Zb, Zb)
+        del Zb
+    grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
+    if ref is not None:  # residuals of the reference batch only, around its own fit
+        var_pooled = (css_z[ref] + counts[ref] * (mean_z[ref] - B[ref]) ** 2) / counts[ref]
+    else:
+        var_pooled = (css_z + counts[:, None] * (mean_z - B[:nb]) ** 2).sum(axis=0) / n
     # Constant features, and features fully explained by the design, pass through unchanged.
-    active = (np.ptp(Y, axis=0) > 0) & (var_pooled > np.finfo(float).tiny)
-    n_degenerate = int(((np.ptp(Y, axis=0) > 0) & ~active).sum())
-    if n_degenerate:
+    degenerate = ~constant & (np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean))
+    if degenerate.any():
         warnings.warn(
-            f"{n_degenerate} feature(s) fully explained by batch and covariates (zero residual "
-            "variance) are passed through unchanged", stacklevel=2)
+            f"{int(degenerate.sum())} feature(s) fully explained by batch and covariates (zero "
+            "residual variance) are passed through unchanged", stacklevel=2)
+    active = ~constant & ~degenerate & (var_pooled > 0)
     if not active.any():
         raise HarmonizationError("no feature varies: nothing to harmonize")
     act = np.flatnonzero(active)
+    pa = act.size
     grand_mean, beta_cov, var_pooled = grand_mean[act], beta_cov[:, act], var_pooled[act]
     sd = np.sqrt(var_pooled)
-
-    # Per-batch summaries of the standardized data s = (Y - stand_mean) / sd.
-    pa = act.size
-    Bd_s = np.zeros((nb, pa))
-    mean_b = np.zeros((nb, pa))
-    css_b = np.zeros((nb, pa))
-    members = [np.flatnonzero(idx == b) for b in range(nb)]
-    for sl in _chunks(n, pa):
-        s = (Y[:, act[sl]] - (grand_mean[sl][None, :] + C @ beta_cov[:, sl])) / sd[sl]
-        Bd_s[:, sl] = Bd.T @ s
-        for b, rows_b in enumerate(members):
-            sb = s[rows_b]
-            mean_b[b, sl] = sb.mean(axis=0)
-            css_b[b, sl] = ((sb - mean_b[b, sl]) ** 2).sum(axis=0)
-    gamma_hat = np.linalg.solve(Bd.T @ Bd, Bd_s)
+    mean_b = (mean_z[:, act] - grand_mean) / sd  # per-batch mean of standardized data
+    css_b = css_z[:, act] / var_pooled
+    del mean_z, css_z
+    # Batch-design row of each batch; Bd' s summed from the batch means.
+    rows_design = _batch_design(np.arange(nb), nb, ref)
+    Bd_s = rows_design.T @ (counts[:, None] * mean_b)
+    gamma_hat = np.linalg.solve(rows_design.T @ (counts[:, None] * rows_design), Bd_s)
     if mean_only:
         delta_hat = np.ones((nb, pa))
     else:
@@ -199,6 +195,8 @@ def fit(
     delta_star = np.empty_like(delta_hat)
     iterations = [0] * nb
     for b in range(nb):
+        if b == ref:
+            continue  # the reference batch is not adjusted (set below)
         if not eb_:
             gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
         elif parametric:
@@ -255,20 +253,28 @@ def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
         raise HarmonizationError(f"{idx.size} batch labels for {n} samples")
     ref = model.batches.index(model.ref_batch) if model.ref_batch is not None else None
     C = covariate_matrix(model.terms, _as_frame(covariates, n), n)
-    Bd = _batch_design(idx, len(levels), ref)
 
+    # Per batch the adjustment is affine in Y: out = k Y + (1 - k) stand_mean - k sd G,
+    # with k = 1/sqrt(delta*) and G the batch's shift; applied one batch of rows at a time.
     out = Y.copy()
     act = np.flatnonzero(model.active)
+    all_active = act.size == p
     sd = np.sqrt(model.var_pooled)
-    for sl in _chunks(n, act.size):
-        cols = act[sl]
-        stand_mean = model.grand_mean[sl][None, :] + C @ model.beta_cov[:, sl]
-        s = (Y[:, cols] - stand_mean) / sd[sl]
-        s -= Bd @ model.gamma_star[:, sl]
-        s /= np.sqrt(model.delta_star[:, sl][idx])
-        out[:, cols] = s * sd[sl] + stand_mean
-    if ref is not None:
-        out[idx == ref] = Y[idx == ref]
+    G = _batch_design(np.arange(len(levels)), len(levels), ref) @ model.gamma_star
+    for b in range(len(levels)):
+        rows_b = np.flatnonzero(idx == b)
+        if rows_b.size == 0 or b == ref:
+            continue  # the reference batch is left unchanged
+        k = 1.0 / np.sqrt(model.delta_star[b])
+        Yb = Y[rows_b] if all_active else Y[np.ix_(rows_b, act)]
+        Yb *= k
+        Yb += model.grand_mean * (1 - k) - k * sd * G[b]
+        if C.shape[1]:
+            Yb += (C[rows_b] @ model.beta_cov) * (1 - k)
+        if all_active:
+            out[rows_b] = Yb
+        else:
+            out[np.ix_(rows_b, act)] = Yb
     return out
 
 

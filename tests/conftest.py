@@ -40,3 +40,11 @@ def simulate_sites(n_per_site=(30, 40, 35), n_features=20, seed=0, batch_effect=
     df.index = [f"sub{i:03d}" for i in range(len(df))]
     X = df[[f"roi{j}" for j in range(n_features)]]
     return X, df["site"], df[["age", "dx"]], {"age_slope": age_effect, "dx_effect": dx_effect}
+
+
+# Property tests draw the same examples on every CI run (reproducible failures).
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, deadline=None)
+if __import__("os").environ.get("CI"):
+    _hyp_settings.load_profile("ci")

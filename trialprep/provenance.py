@@ -36,7 +36,7 @@ def sha256_array(arr: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(str(a.dtype).encode())
     h.update(str(a.shape).encode())
-    h.update(a.tobytes())
+    h.update(memoryview(a).cast("B"))  # no copy
     return h.hexdigest()
 
 

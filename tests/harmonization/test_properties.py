@@ -37,12 +37,20 @@ def test_permuting_samples_permutes_outputs(seed, sizes, p, parametric):
 @given(seed=st.integers(0, 10_000), sizes=sizes, p=st.integers(5, 40))
 def test_harmonizing_twice_changes_little(seed, sizes, p):
     X, batch = _make(seed, sizes, p, effect=True)
+    # Without shrinkage the second pass finds no batch effect left; it only rescales
+    # deviations by sqrt((n - k) / n), because ComBat pools variance over n samples but
+    # estimates batch variances with n_b - 1 (as sva and neuroCombat do).
+    n, k = batch.size, len(sizes)
+    once, _ = harmonize(X, batch, eb_=False)
+    twice, _ = harmonize(once, batch, eb_=False)
+    centre = once.mean(axis=0)
+    np.testing.assert_allclose(twice - centre, (once - centre) * np.sqrt((n - k) / n),
+                               atol=1e-9 * np.abs(X).max())
+    # With EB shrinkage small batches keep part of their effect after one pass, so the
+    # second pass still moves the data, but much less than the first.
     once, _ = harmonize(X, batch)
     twice, _ = harmonize(once, batch)
-    first_move = np.abs(once - X).mean()
-    second_move = np.abs(twice - once).mean()
-    assert second_move < 0.1 * first_move
-    assert second_move < 0.1 * once.std(axis=0).mean()
+    assert np.abs(twice - once).mean() < 0.5 * np.abs(once - X).mean()
 
 
 @settings(max_examples=25, deadline=None)
@@ -50,8 +58,10 @@ def test_harmonizing_twice_changes_little(seed, sizes, p):
 def test_without_batch_effect_data_barely_move(seed, sizes, p):
     X, batch = _make(seed, sizes, p, effect=False)
     out, _ = harmonize(X, batch)
-    # Only sampling noise of batch means/variances is removed: far less than the spread.
-    assert np.abs(out - X).mean() < 0.3 * X.std(axis=0).mean()
+    # Only the sampling noise of batch means and variances is removed, which is of the order
+    # of sd / sqrt(batch size): well under the spread of the data.
+    noise_scale = X.std(axis=0).mean() / np.sqrt(min(sizes))
+    assert np.abs(out - X).mean() < 1.5 * noise_scale
     with_effect, _ = _make(seed, sizes, p, effect=True)
     moved, _ = harmonize(with_effect, batch)
     assert np.abs(out - X).mean() < np.abs(moved - with_effect).mean()
