@@ -46,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from trialprep.config import ConfigError
     from trialprep.harmonization.design import HarmonizationError
+    from trialprep.keys import StudyKeyError
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, HarmonizationError, FileNotFoundError) as exc:
+    except (UserError, HarmonizationError, FileNotFoundError, ConfigError,
+            StudyKeyError, ValueError) as exc:
         print(f"trialprep {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

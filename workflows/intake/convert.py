@@ -1,0 +1,141 @@
+"""DICOM -> NIfTI with the pinned dcm2niix binary, and the mapping of its outputs to BIDS.
+
+The binary is called directly (not through nipype's interface, which misses outputs when
+dcm2niix prints a warning without a newline) and its outputs are collected from a private
+folder, so nothing but what we name lands in the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dcm2niix
+
+#: Sidecar keys that can identify a person, place or device, or carry a date.
+SIDECAR_DENYLIST = {
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName",
+    "DeviceSerialNumber", "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName",
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientWeight",
+    "PatientAge", "AccessionNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
+    "ImageComments", "AcquisitionDateTime", "AcquisitionDate", "StudyDate", "SeriesDate",
+    "ContentDate", "StudyDescription", "ProcedureStepDescription", "PatientPosition",
+    "ReferringPhysician", "RequestingPhysician", "InstitutionAddressDescription",
+    "DeidentificationMethodCodeSequence",
+}
+BASE = "series"
+#: dcm2niix by-products that are derived maps, not acquisitions (not kept in raw BIDS).
+DERIVED_POSTFIXES = ("_ADC", "_trace", "_TRACEW")
+
+
+def dcm2niix_version() -> str:
+    return getattr(dcm2niix, "__version__", "unknown")
+
+
+@dataclass
+class Conversion:
+    outputs: dict[str, dict[str, Path]] = field(default_factory=dict)  # postfix -> {ext: path}
+    log: str = ""
+    error: str = ""
+
+
+def run_dcm2niix(in_dir: Path, out_dir: Path, args: list[str], timeout: int) -> Conversion:
+    """Convert every DICOM in ``in_dir``; outputs grouped by dcm2niix's name postfix."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(dcm2niix.bin_path), *args, "-f", BASE, "-o", str(out_dir), str(in_dir)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Conversion(error=f"dcm2niix did not finish within {timeout} s")
+    conv = Conversion(log=proc.stdout + proc.stderr)
+    for path in sorted(out_dir.iterdir()):
+        name = path.name
+        ext = next((e for e in (".nii.gz", ".nii", ".json", ".bval", ".bvec") if
+                    name.endswith(e)), None)
+        if ext is None or not name.startswith(BASE):
+            continue
+        postfix = name[len(BASE):-len(ext)]
+        conv.outputs.setdefault(postfix, {})[ext] = path
+    images = {p: f for p, f in conv.outputs.items() if ".nii.gz" in f or ".nii" in f}
+    conv.outputs = images
+    if proc.returncode != 0 and not images:
+        last = [ln for ln in conv.log.splitlines() if ln.strip()][-1:] or ["no output"]
+        conv.error = f"dcm2niix failed (exit {proc.returncode}): {last[0][:200]}"
+    elif not images:
+        conv.error = "dcm2niix produced no image"
+    return conv
+
+
+def pe_direction_label(sidecar: dict) -> str:
+    """BIDS ``dir`` label from PhaseEncodingDirection (RAS voxel axes of the NIfTI)."""
+    ped = sidecar.get("PhaseEncodingDirection") or sidecar.get(
+        "PhaseEncodingAxis")
+    return {"j": "PA", "j-": "AP", "i": "LR", "i-": "RL", "k": "IS", "k-": "SI"}.get(
+        str(ped), "unknown")
+
+
+def bids_suffixes(series_type: str, spec: dict, conv: Conversion,
+                  sidecars: dict[str, dict]) -> dict[str, tuple[str, dict]]:
+    """postfix -> (BIDS suffix, extra entities) for a converted series, or raise ValueError
+    naming an output that has no BIDS place."""
+    postfixes = sorted(p for p in conv.outputs if not p.endswith(DERIVED_POSTFIXES))
+    out: dict[str, tuple[str, dict]] = {}
+    if series_type == "fmap":
+        hz = [p for p in postfixes if "fieldmaphz" in p.lower()]
+        ph = [p for p in postfixes if re.search(r"_ph$", p)]
+        for p in postfixes:
+            itype = [str(t).upper() for t in sidecars[p].get("ImageType", [])]
+            if p in hz:
+                out[p] = ("fieldmap", {})
+            elif p in ph or "PHASE" in itype or "P" in itype[2:3]:
+                out[p] = ("phasediff", {})
+            elif hz:
+                out[p] = ("magnitude", {})
+            else:
+                m = re.search(r"_e(\d+)", p)
+                echo = int(m.group(1)) if m else 1
+                out[p] = (f"magnitude{echo}", {})
+        return out
+    for p in postfixes:
+        entities: dict = {}
+        if series_type == "fmap_epi":
+            entities["dir"] = pe_direction_label(sidecars[p])
+        if spec.get("task"):
+            entities["task"] = spec["task"]
+        m = re.fullmatch(r"_e(\d+)", p)
+        if p == "":
+            out[p] = (spec["suffix"], entities)
+        elif m and spec["datatype"] in ("anat", "func"):
+            out[p] = (spec["suffix"], {**entities, "echo": int(m.group(1))})
+        else:
+            raise ValueError(f"dcm2niix output '{p}' of a {series_type} series has no BIDS "
+                             "equivalent (derived, localizer or multi-orientation images?)")
+    return out
+
+
+def scrub_sidecar(sidecar: dict, phi: set[str]) -> dict:
+    """Drop identifying keys and any string value that contains an identifying string."""
+    phi_l = [p.lower() for p in phi]
+    clean = {}
+    for k, v in sidecar.items():
+        if k in SIDECAR_DENYLIST:
+            continue
+        text = json.dumps(v).lower()
+        if any(p in text for p in phi_l):
+            continue
+        clean[k] = v
+    return clean
+
+
+def pair_phasediff_echo_times(phasediff: dict, magnitudes: list[dict]) -> dict:
+    """BIDS needs EchoTime1/EchoTime2 on a phasediff. When the phase difference was
+    acquired as its own series (Siemens), take them from the session's magnitude1/2."""
+    if "EchoTime1" in phasediff and "EchoTime2" in phasediff:
+        return phasediff
+    times = sorted(float(m["EchoTime"]) for m in magnitudes if "EchoTime" in m)
+    if len(times) >= 2:
+        return {**phasediff, "EchoTime1": times[0], "EchoTime2": times[-1]}
+    return phasediff
