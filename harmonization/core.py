@@ -8,8 +8,10 @@ nonlinear (natural spline) covariate terms and application to new samples.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -139,6 +141,9 @@ def fit(
     check_not_confounded(_batch_design(idx, len(levels), None), terms, C)
     design = np.column_stack([_batch_design(idx, len(levels), ref), C])
 
+    # The training-data checksum (provenance) is computed alongside the fit.
+    hasher = ThreadPoolExecutor(1)
+    data_hash = hasher.submit(sha256_array, Y)
     # Location/scale standardisation: one least-squares fit for all features.
     nb = len(levels)
     B = np.linalg.solve(design.T @ design, design.T @ Y)
@@ -148,16 +153,29 @@ def fit(
     # Everything else (pooled variance, standardized batch effects) follows exactly from them.
     mean_z = np.empty((nb, p))
     css_z = np.empty((nb, p))
-    constant = np.ones(p, bool)
-    for b, rows_b in enumerate(members):
-        Zb = Y[rows_b]
-        constant &= (Zb == Y[0]).all(axis=0)
-        if C.shape[1]:
-            Zb -= C[rows_b] @ beta_cov
-        mean_z[b] = Zb.mean(axis=0)
-        Zb -= mean_z[b]
-        css_z[b] = np.einsum("ij,ij->j", Zb, Zb)
-        del Zb
+    first_row = Y[0].copy()
+
+    def batch_stats(b: int) -> np.ndarray:
+        # Row chunks small enough to stay in cache; chunk means and centred sums of squares
+        # are merged exactly (Chan, Golub & LeVeque 1983).
+        constant_b = np.ones(p, bool)
+        mean, m2, seen = np.zeros(p), np.zeros(p), 0
+        for rows in _row_chunks(members[b], p):
+            Yc = Y[rows]
+            constant_b &= (Yc == first_row).all(axis=0)
+            Zc = Yc - C[rows] @ beta_cov if C.shape[1] else Yc.copy()
+            m_c = Zc.mean(axis=0)
+            Zc -= m_c
+            n_c = Zc.shape[0]
+            delta = m_c - mean
+            total = seen + n_c
+            mean += delta * (n_c / total)
+            m2 += np.einsum("ij,ij->j", Zc, Zc) + delta * delta * (seen * n_c / total)
+            seen = total
+        mean_z[b], css_z[b] = mean, m2
+        return constant_b
+
+    constant = np.logical_and.reduce(_parallel(batch_stats, range(nb)))
     grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
     if ref is not None:  # residuals of the reference batch only, around its own fit
         var_pooled = (css_z[ref] + counts[ref] * (mean_z[ref] - B[ref]) ** 2) / counts[ref]
@@ -178,7 +196,7 @@ def fit(
     sd = np.sqrt(var_pooled)
     mean_b = (mean_z[:, act] - grand_mean) / sd  # per-batch mean of standardized data
     css_b = css_z[:, act] / var_pooled
-    del mean_z, css_z
+
     # Batch-design row of each batch; Bd' s summed from the batch means.
     rows_design = _batch_design(np.arange(nb), nb, ref)
     Bd_s = rows_design.T @ (counts[:, None] * mean_b)
@@ -214,13 +232,15 @@ def fit(
     if ref is not None:
         gamma_star[ref], delta_star[ref] = 0.0, 1.0
 
+    hasher.shutdown()
     provenance = {
         "created": utc_now(), "trialprep": __version__,
         "packages": package_versions(("numpy", "scipy", "pandas")),
         "n_samples": n, "n_features": p,
         "training_sha256": sha256_json({
-            "data": sha256_array(Y), "batch": [levels[i] for i in idx],
-            "covariates": None if cov_df is None else cov_df.astype(str).to_dict("list")}),
+            "data": data_hash.result(), "batch": [levels[i] for i in idx],
+            "covariates": None if cov_df is None else sha256_array(
+                pd.util.hash_pandas_object(cov_df, index=False).to_numpy())}),
     }
     return ComBatModel(
         provenance=provenance, features=features, active=active, batches=levels,
@@ -255,27 +275,57 @@ def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
     C = covariate_matrix(model.terms, _as_frame(covariates, n), n)
 
     # Per batch the adjustment is affine in Y: out = k Y + (1 - k) stand_mean - k sd G,
-    # with k = 1/sqrt(delta*) and G the batch's shift; applied one batch of rows at a time.
-    out = Y.copy()
-    act = np.flatnonzero(model.active)
-    all_active = act.size == p
+    # with k = 1/sqrt(delta*) and G the batch's shift. Inactive features get k = 1 and no
+    # offset (exact pass-through). Batches are independent: done in parallel threads.
+    act = model.active
     sd = np.sqrt(model.var_pooled)
     G = _batch_design(np.arange(len(levels)), len(levels), ref) @ model.gamma_star
-    for b in range(len(levels)):
-        rows_b = np.flatnonzero(idx == b)
-        if rows_b.size == 0 or b == ref:
-            continue  # the reference batch is left unchanged
-        k = 1.0 / np.sqrt(model.delta_star[b])
-        Yb = Y[rows_b] if all_active else Y[np.ix_(rows_b, act)]
-        Yb *= k
-        Yb += model.grand_mean * (1 - k) - k * sd * G[b]
-        if C.shape[1]:
-            Yb += (C[rows_b] @ model.beta_cov) * (1 - k)
-        if all_active:
-            out[rows_b] = Yb
-        else:
-            out[np.ix_(rows_b, act)] = Yb
+    beta = np.zeros((C.shape[1], p))
+    beta[:, act] = model.beta_cov
+    out = np.empty_like(Y)
+
+    def adjust(b: int) -> None:
+        members = np.flatnonzero(idx == b)
+        if b == ref:
+            out[members] = Y[members]
+            return
+        k = np.ones(p)
+        k[act] = 1.0 / np.sqrt(model.delta_star[b])
+        offset = np.zeros(p)
+        offset[act] = model.grand_mean * (1 - k[act]) - k[act] * sd * G[b]
+        slope = beta * (1 - k) if C.shape[1] else None
+        for rows in _row_chunks(members, p):
+            target = Y[rows] * k
+            target += offset
+            if slope is not None:
+                target += C[rows] @ slope
+            out[rows] = target
+
+    _parallel(adjust, [b for b in range(len(levels)) if (idx == b).any()])
     return out
+
+
+def _row_selector(rows: np.ndarray) -> slice | np.ndarray:
+    """A slice (a view, no copy) when the rows are contiguous, else the index array."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
+
+
+def _row_chunks(rows: np.ndarray, p: int, target_bytes: int = 1 << 20):
+    """Contiguous runs become slices (views); chunks of about ``target_bytes``."""
+    step = max(8, target_bytes // (8 * max(p, 1)))
+    for start in range(0, rows.size, step):
+        yield _row_selector(rows[start:start + step])
+
+
+def _parallel(func, items) -> list:
+    """Run ``func`` over ``items`` on up to 4 threads (NumPy releases the GIL)."""
+    workers = min(4, os.cpu_count() or 1, max(1, len(items)))
+    if workers == 1:
+        return [func(i) for i in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(func, items))
 
 
 def harmonize(X, batch, covariates=None, **kwargs) -> tuple[np.ndarray, ComBatModel]:
