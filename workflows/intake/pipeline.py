@@ -307,7 +307,7 @@ def _commit(plans: list[dict], bids: Path, old_series: pd.DataFrame) -> None:
     for plan in plans:
         if "conv" not in plan:
             continue
-        for postfix, (suffix, entities) in plan["suffixes"].items():
+        for suffix, entities in plan["suffixes"].values():
             names.setdefault(_planned_name(plan["ctx"], suffix, entities, None), []).append(plan)
     existing = {}
     for _, r in old_series.iterrows():

@@ -56,10 +56,7 @@ def upsert(bids: Path, name: str, columns: list[str], rows: list[dict],
     """Replace rows with the same ``key`` values, append new ones, write atomically."""
     old = read(bids, name, columns)
     new = pd.DataFrame(rows, columns=columns).astype(str).replace({"None": "", "nan": ""})
-    if len(old):
-        merged = pd.concat([old[columns], new], ignore_index=True)
-    else:
-        merged = new
+    merged = pd.concat([old[columns], new], ignore_index=True) if len(old) else new
     merged = merged.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")
     write_table(merged, intake_dir(bids) / f"{name}.tsv")
     return merged
