@@ -14,31 +14,18 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trialprep import run, status
     from trialprep.harmonization import cli as harmonize_cli
+    from trialprep.virtual_trial import cli as demo_cli
+    from trialprep.workflows.intake import cli as intake_cli
 
     parser = argparse.ArgumentParser(prog="trialprep", description=__doc__)
     parser.add_argument("--version", action="version", version=f"trialprep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    harmonize_cli.add_parser(sub)
-    for mod in _optional_commands():
-        mod.add_parser(sub)
+    for module in (demo_cli, intake_cli, run, status, harmonize_cli):
+        module.add_parser(sub)
     return parser
-
-
-def _optional_commands() -> list:
-    """Subcommand modules of the other stages (each has ``add_parser``)."""
-    import importlib
-
-    names = ["trialprep.virtual_trial.cli", "trialprep.workflows.intake.cli", "trialprep.run"]
-    mods = []
-    for name in names:
-        try:
-            mods.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return mods
 
 
 def main(argv: list[str] | None = None) -> int:

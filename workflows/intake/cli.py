@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="date the visit schedule is judged at (default: today)")
     p.add_argument("--visit", default=None,
                    help="assign the whole drop to this visit id (else from the headers)")
+    p.add_argument("--summary", type=Path, default=None,
+                   help="also write the run's summary as JSON (used by the Snakemake rule)")
     p.set_defaults(func=run)
 
 
@@ -34,5 +37,10 @@ def run(args: argparse.Namespace) -> int:
     summary = run_intake(args.source, args.site, args.bids, config, key, progress=True,
                          as_of=args.as_of, visit=args.visit)
     print(summary.line())
+    if args.summary:
+        args.summary.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.summary.with_name(args.summary.name + ".tmp")
+        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        tmp.replace(args.summary)
     print(f"BIDS dataset: {args.bids}  records: {args.bids / 'derivatives' / 'intake'}")
     return 0

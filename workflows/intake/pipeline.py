@@ -61,6 +61,11 @@ class IntakeSummary:
     empty_folders: int = 0
     bids: Path | None = None
 
+    def to_dict(self) -> dict:
+        return {"site": self.site, "run_id": self.run_id, "files": self.counts,
+                "series": self.series, "converted_series": self.converted_series,
+                "empty_folders": self.empty_folders}
+
     def line(self) -> str:
         c = self.counts
         return (f"site {self.site}: {sum(c.values())} file(s): {c.get(CONVERTED, 0)} converted, "

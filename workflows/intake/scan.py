@@ -84,16 +84,19 @@ def read_header(path: Path, size: int) -> tuple[Dataset | None, str]:
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         return ds, "no pixel data (not an image)"
     raw = ds.get_item(0x7FE00010)
-    if raw is not None and getattr(raw, "length", None) not in (None, 0xFFFFFFFF):
-        end = raw.value_tell + raw.length if raw.value_tell is not None else None
-        if end is not None and end > size:
-            return None, (f"truncated: pixel data needs {raw.length} bytes, file ends "
-                          f"{end - size} bytes short")
-        expected = _expected_pixel_bytes(ds)
-        if expected and raw.length < expected:
-            return None, f"pixel data has {raw.length} bytes, header implies {expected}"
-    elif raw is None:
+    if raw is None:
         return None, "truncated: pixel data element cut off"
+    if isinstance(raw, pydicom.dataelem.RawDataElement):  # deferred: offset and length known
+        length, tell = raw.length, raw.value_tell
+    else:  # read in full (pydicom reads what is left of a cut-off value)
+        length, tell = len(raw.value or b""), None
+    if length != 0xFFFFFFFF:  # native (not encapsulated) pixel data
+        if tell is not None and tell + length > size:
+            return None, (f"truncated: pixel data needs {length} bytes, file ends "
+                          f"{tell + length - size} bytes short")
+        expected = _expected_pixel_bytes(ds)
+        if expected and length < expected:
+            return None, f"truncated: pixel data has {length} bytes, header implies {expected}"
     return ds, ""
 
 

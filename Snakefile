@@ -1,0 +1,20 @@
+# trialprep: the study DAG. Run through `trialprep run` (it passes study= and out=).
+#   snakemake -s Snakefile --config study=STUDY.yaml out=OUT_DIR --cores N
+from pathlib import Path
+
+from trialprep.config import load_config
+
+STUDY_FILE = Path(config["study"]).resolve()
+STUDY = load_config(STUDY_FILE)
+OUT = Path(config["out"]).resolve()
+BIDS = OUT / "bids"
+INTAKE = BIDS / "derivatives" / "intake"
+SITES = sorted(STUDY["sites"])
+
+
+include: "rules/intake.smk"
+
+
+rule all:
+    input:
+        INTAKE / "intake_complete.json",

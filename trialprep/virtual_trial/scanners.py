@@ -1,0 +1,109 @@
+"""Sites, their scanners, and how a scanner turns tissue into a T1-weighted image."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ScannerEffect:
+    """Site/epoch-specific image formation: contrast, gain, offset, bias field and noise."""
+
+    gain: float  # multiplicative intensity scale
+    offset: float  # additive intensity
+    contrast: dict  # tissue -> relative intensity (T1w: WM > GM > CSF)
+    bias_amplitude: float  # peak-to-centre log-amplitude of the smooth bias field
+    bias_coeffs: list  # 10 second-order polynomial coefficients (unit norm)
+    noise_sd: float  # Rician noise sd, as a fraction of the WM intensity
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Vendor:
+    manufacturer: str
+    model: str
+    series_description: str
+    protocol_name: str
+    sequence: dict  # RepetitionTime, EchoTime, InversionTime, FlipAngle, ...
+    image_type: list
+    orientation: str = "sagittal"
+
+
+@dataclass
+class Site:
+    name: str
+    vendor: Vendor
+    institution: str
+    city: str
+    software: list  # software version per epoch
+    effects: list = field(default_factory=list)  # ScannerEffect per epoch
+    upgrade_after_visit: int | None = None  # epoch 1 starts after this visit
+
+
+VENDORS = {
+    "siemens_prisma": Vendor(
+        "SIEMENS", "Prisma_fit", "t1_mprage_sag_p2_iso", "t1_mprage_sag_p2_iso",
+        {"RepetitionTime": 2300.0, "EchoTime": 2.98, "InversionTime": 900.0, "FlipAngle": 9.0,
+         "ScanningSequence": ["GR", "IR"], "SequenceVariant": ["SK", "SP", "MP"],
+         "SequenceName": "*tfl3d1_16ns", "ScanOptions": "IR"},
+        ["ORIGINAL", "PRIMARY", "M", "ND", "NORM"]),
+    "siemens_skyra": Vendor(
+        "SIEMENS", "Skyra", "t1_mprage_sag_p2_iso", "t1_mprage_sag_p2_iso",
+        {"RepetitionTime": 2300.0, "EchoTime": 2.98, "InversionTime": 900.0, "FlipAngle": 9.0,
+         "ScanningSequence": ["GR", "IR"], "SequenceVariant": ["SK", "SP", "MP"],
+         "SequenceName": "*tfl3d1_16ns", "ScanOptions": "IR"},
+        ["ORIGINAL", "PRIMARY", "M", "ND", "NORM"]),
+    "ge_mr750": Vendor(
+        "GE MEDICAL SYSTEMS", "DISCOVERY MR750", "Sag 3D BRAVO", "ADNI3 T1 BRAVO",
+        {"RepetitionTime": 7.3, "EchoTime": 3.0, "InversionTime": 400.0, "FlipAngle": 11.0,
+         "ScanningSequence": ["GR"], "SequenceVariant": ["SS", "SK"],
+         "SequenceName": "efgre3d", "ScanOptions": ["FAST_GEMS", "EDR_GEMS", "ACC_GEMS"]},
+        ["ORIGINAL", "PRIMARY", "OTHER"]),
+    "philips_ingenia": Vendor(
+        "Philips Medical Systems", "Ingenia", "T1W_3D_TFE", "WIP T1W_3D_TFE SENSE",
+        {"RepetitionTime": 6.8, "EchoTime": 3.1, "FlipAngle": 9.0,
+         "ScanningSequence": ["GR"], "SequenceVariant": ["MP"], "SequenceName": "T1TFE",
+         "ScanOptions": "OTHER"},
+        ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"]),
+}
+
+TISSUES = ("csf", "gm", "wm", "skull", "scalp")
+BASE_CONTRAST = {"csf": 0.22, "gm": 0.55, "wm": 0.85, "skull": 0.08, "scalp": 0.7}
+
+
+def random_effect(rng: np.random.Generator, strength: float = 1.0) -> ScannerEffect:
+    """A plausible scanner: GM/WM contrast within +-8 %, gain 0.7-1.4, bias up to 25 %."""
+    contrast = dict(BASE_CONTRAST)
+    contrast["gm"] *= 1 + strength * rng.uniform(-0.08, 0.08)
+    contrast["wm"] *= 1 + strength * rng.uniform(-0.05, 0.05)
+    contrast["csf"] *= 1 + strength * rng.uniform(-0.3, 0.3)
+    coeffs = rng.normal(0, 1, 10)
+    return ScannerEffect(
+        gain=float(1000 * rng.uniform(0.7, 1.4)), offset=float(rng.uniform(0, 40)),
+        contrast={k: float(v) for k, v in contrast.items()},
+        bias_amplitude=float(strength * rng.uniform(0.05, 0.25)),
+        bias_coeffs=(coeffs / np.linalg.norm(coeffs)).tolist(),
+        noise_sd=float(rng.uniform(0.015, 0.04)))
+
+
+def bias_field(points: np.ndarray, effect: ScannerEffect, radius: float = 90.0) -> np.ndarray:
+    """Smooth multiplicative field: exp of a 2nd-order polynomial in scanner coordinates."""
+    x, y, z = (points / radius).T
+    terms = np.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z, np.ones_like(x)])
+    log_field = np.tensordot(np.asarray(effect.bias_coeffs), terms, axes=1)
+    return np.exp(effect.bias_amplitude * log_field)
+
+
+def synthesize_t1(maps: dict[str, np.ndarray], points: np.ndarray, effect: ScannerEffect,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Intensities (float) of a T1w image from sampled tissue maps and a scanner effect."""
+    signal = sum(effect.contrast[t] * maps[t] for t in TISSUES)
+    signal = signal * bias_field(points, effect)
+    sigma = effect.noise_sd * effect.contrast["wm"]
+    noisy = np.hypot(signal + rng.normal(0, sigma, signal.shape), rng.normal(0, sigma,
+                                                                             signal.shape))
+    return effect.gain * noisy + effect.offset
