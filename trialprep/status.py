@@ -22,7 +22,7 @@ def summarize(bids: Path) -> dict:
     path = bids / "derivatives" / "intake" / "completeness.tsv"
     if not path.exists():
         raise FileNotFoundError(f"no intake records in {bids} (run `trialprep intake` first)")
-    table = read_table(path).fillna("")
+    table = read_table(path, as_text=True)
     counts = (table.groupby(["site", "visit", "status"]).size().unstack(fill_value=0)
               .reset_index())
     problems = table[table["status"] != "received"]

@@ -8,15 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, as_text: bool = False) -> pd.DataFrame:
+    """A table by extension; ``as_text`` keeps every cell as a string (labels like '01')."""
     path = Path(path)
     suffix = path.suffix.lower()
+    kw = {"dtype": str, "keep_default_na": False} if as_text else {}
     if suffix == ".parquet":
-        return pd.read_parquet(path)
+        df = pd.read_parquet(path)
+        return df.astype(str) if as_text else df
     if suffix in (".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t")
+        return pd.read_csv(path, sep="\t", **kw)
     if suffix == ".csv":
-        return pd.read_csv(path)
+        return pd.read_csv(path, **kw)
     raise ValueError(f"{path}: unknown table format {suffix!r} (use .tsv, .csv or .parquet)")
 
 

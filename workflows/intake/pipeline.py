@@ -386,7 +386,7 @@ def _update_subjects(bids: Path, config: StudyConfig, key: StudyKey, site: str,
         row["sex"] = next((s for s in sexes if s), "")
     enrollment = config.resolve(config["enrollment"])
     if enrollment:
-        enr = read_table(enrollment).astype(str)
+        enr = read_table(enrollment, as_text=True)
         for pid in enr.loc[enr["site"] == site, "patient_id"]:
             label = key.label("subject", site, pid)
             rows.setdefault(label, {"subject": label, "site": site, "sex": "", "enrolled": ""})
@@ -394,7 +394,7 @@ def _update_subjects(bids: Path, config: StudyConfig, key: StudyKey, site: str,
     clinical = config.resolve(config["clinical"])
     columns = list(state.SUBJECT_COLUMNS)
     if clinical:
-        cl = read_table(clinical).astype(str)
+        cl = read_table(clinical, as_text=True)
         extra = [c for c in cl.columns if c not in ("site", "patient_id")]
         columns += extra
         for subject, pid in raw_pid.items():
