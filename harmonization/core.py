@@ -212,9 +212,10 @@ def fit(
     gamma_star = np.empty_like(gamma_hat)
     delta_star = np.empty_like(delta_hat)
     iterations = [0] * nb
-    for b in range(nb):
+
+    def estimate(b: int) -> None:
         if b == ref:
-            continue  # the reference batch is not adjusted (set below)
+            return  # the reference batch is not adjusted (set below)
         if not eb_:
             gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
         elif parametric:
@@ -229,6 +230,8 @@ def fit(
         else:
             gamma_star[b], delta_star[b] = eb.nonparametric(
                 int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b])
+
+    _parallel(estimate, range(nb))
     if ref is not None:
         gamma_star[ref], delta_star[ref] = 0.0, 1.0
 

@@ -69,15 +69,19 @@ def nonparametric(
     """
     p = m.size
     log_norm = -0.5 * n * np.log(2 * np.pi * d_hat)
-    inv2d = 1.0 / (2 * d_hat)
+    neg_inv2d = -1.0 / (2 * d_hat)
     gamma_star = np.empty(p)
     delta_star = np.empty(p)
     rows = max(1, int(chunk_bytes // (8 * max(p, 1) * 2)))
     for start in range(0, p, rows):
         stop = min(p, start + rows)
         f = slice(start, stop)
-        diff = m[f, None] - g_hat[None, :]
-        loglh = log_norm[None, :] - (css[f, None] + n * diff * diff) * inv2d[None, :]
+        loglh = np.subtract.outer(m[f], g_hat)  # the only allocation per chunk
+        np.square(loglh, out=loglh)
+        loglh *= n
+        loglh += css[f, None]
+        loglh *= neg_inv2d
+        loglh += log_norm
         loglh[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # leave f itself out
         loglh -= loglh.max(axis=1, keepdims=True)
         w = np.exp(loglh, out=loglh)

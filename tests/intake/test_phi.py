@@ -54,7 +54,8 @@ def _plant(folder):
         item.RequestedProcedureID, item.ScheduledProcedureStepID = "RPIDQZ33", "SPSQZ"
         ds.RequestAttributesSequence = [item]
         # a PHI-bearing value inside an allow-listed vendor block, and an unknown block
-        ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(0x10, "LO", "PRIVQZ77 QX9912PHI")
+        ds.private_block(0x0019, "SIEMENS MR HEADER", create=True).add_new(
+            0x10, "LO", "PRIVQZ77 QX9912PHI")
         ds.private_block(0x0045, "ACME PACS", create=True).add_new(0x01, "LO", "Zyxwvut")
         new = path.with_name(f"QX9912PHI_Zyxwvut_{i:04d}.dcm")
         ds.save_as(new)

@@ -111,7 +111,8 @@ def test_visit_assignment():
 
 
 def test_bids_names():
-    assert bids_name("T1w", ".nii.gz", sub="A1", ses="01", run=2) == "sub-A1_ses-01_run-2_T1w.nii.gz"
+    name = bids_name("T1w", ".nii.gz", sub="A1", ses="01", run=2)
+    assert name == "sub-A1_ses-01_run-2_T1w.nii.gz"
     assert bids_name("bold", sub="A", task="rest", dir="AP") == "sub-A_task-rest_dir-AP_bold"
     assert sanitize_label("../../etc") == "etc"
     with pytest.raises(ValueError, match="cannot make a BIDS label"):
