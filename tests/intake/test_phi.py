@@ -72,7 +72,7 @@ def _text(path) -> bytes:
 def test_no_phi_in_any_output_name_or_log(tmp_path):
     drop = tmp_path / "drop" / "Zyxwvut_Quorbelle_20230817"
     _plant(drop / "series3")
-    cfg = study_yaml(tmp_path)
+    cfg = study_yaml(tmp_path, "deid: {archive_dicom: true}\n")
     bids = tmp_path / "out" / "bids"
     env = {**os.environ, "TRIALPREP_STUDY_KEY": KEY}
     proc = subprocess.run([sys.executable, "-m", "trialprep.cli", "-v", "intake",
@@ -83,6 +83,7 @@ def test_no_phi_in_any_output_name_or_log(tmp_path):
     log = proc.stdout + proc.stderr
     outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert any(p.name.endswith("_T1w.nii.gz") for p in outputs)  # it was converted
+    assert sum(p.suffix == ".dcm" for p in outputs) == 12  # and archived, de-identified
     inputs = b"".join(p.read_bytes() + str(p).encode() for p in (tmp_path / "drop").rglob("*")
                       if p.is_file()).lower()
     absent = [n for n in SEARCH if n.encode().lower() not in inputs and "-" not in n]

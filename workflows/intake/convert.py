@@ -43,9 +43,12 @@ class Conversion:
 
 
 def run_dcm2niix(in_dir: Path, out_dir: Path, args: list[str], timeout: int) -> Conversion:
-    """Convert every DICOM in ``in_dir``; outputs grouped by dcm2niix's name postfix."""
+    """Convert every DICOM in ``in_dir``; outputs grouped by dcm2niix's name postfix.
+    Images are written compressed (``-z y``); :func:`finalize_nifti` checks their headers."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(dcm2niix.bin_path), *args, "-f", BASE, "-o", str(out_dir), str(in_dir)]
+    args = [a for i, a in enumerate(args) if a != "-z" and (i == 0 or args[i - 1] != "-z")]
+    cmd = [str(dcm2niix.bin_path), *args, "-z", "y", "-f", BASE, "-o", str(out_dir),
+           str(in_dir)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -139,3 +142,42 @@ def pair_phasediff_echo_times(phasediff: dict, magnitudes: list[dict]) -> dict:
     if len(times) >= 2:
         return {**phasediff, "EchoTime1": times[0], "EchoTime2": times[-1]}
     return phasediff
+
+
+def _text_fields(sizeof_hdr: int) -> dict[str, tuple[int, int]]:
+    import nibabel as nib
+
+    dtype = (nib.nifti1.header_dtype if sizeof_hdr == 348 else nib.nifti2.header_dtype)
+    return {name: (dtype.fields[name][1], dtype.fields[name][0].itemsize)
+            for name in ("descrip", "aux_file", "intent_name", "db_name")
+            if name in dtype.fields}
+
+
+def finalize_nifti(src: Path, dest: Path, phi: re.Pattern[bytes] | None) -> bool:
+    """Move dcm2niix's ``src`` (.nii.gz) to ``dest``, first blanking any free-text header
+    field (dcm2niix puts the series description in aux_file) that matches the PHI
+    pattern. Voxel bytes are never touched. Returns whether the header was rewritten."""
+    import gzip
+    import struct
+
+    with gzip.open(src, "rb") as fh:
+        head = bytearray(fh.read(540))
+    sizeof_hdr = struct.unpack("<i", head[:4])[0]
+    if sizeof_hdr not in (348, 540):
+        sizeof_hdr = struct.unpack(">i", head[:4])[0]
+    dirty = []
+    for offset, size in _text_fields(sizeof_hdr).values():
+        value = bytes(head[offset:offset + size]).rstrip(b"\0")
+        if value and phi is not None and phi.search(value):
+            dirty.append((offset, size))
+    if not dirty:
+        src.replace(dest)
+        return False
+    with gzip.open(src, "rb") as fin:
+        data = bytearray(fin.read())
+    for offset, size in dirty:
+        data[offset:offset + size] = b"\0" * size
+    with gzip.GzipFile(dest, "wb", compresslevel=6, mtime=0) as fout:
+        fout.write(data)
+    src.unlink()
+    return True

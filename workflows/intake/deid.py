@@ -162,6 +162,16 @@ def identifying_strings(ds: Dataset) -> set[str]:
     return {s for s in out if len(s) >= 3}
 
 
+def real_dates(ds: Dataset) -> set[str]:
+    """The dataset's real dates in the spellings a sidecar or table could carry them."""
+    out = set()
+    for kw in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate"):
+        v = str(ds.get(kw, "") or "")
+        if len(v) >= 8 and v[:8].isdigit():
+            out |= {v[:8], f"{v[:4]}-{v[4:6]}-{v[6:8]}", f"{v[:4]}/{v[4:6]}/{v[6:8]}"}
+    return out
+
+
 def clean_descriptor(text: str, phi: Iterable[str]) -> str:
     """Remove identifying substrings and date-like numbers from a free-text descriptor."""
     cleaned = str(text)

@@ -30,6 +30,7 @@ from trialprep.tables import read_table, write_table
 from trialprep.workflows.intake import bids_tables, state
 from trialprep.workflows.intake.convert import (
     bids_suffixes,
+    finalize_nifti,
     pair_phasediff_echo_times,
     run_dcm2niix,
     scrub_sidecar,
@@ -41,6 +42,8 @@ from trialprep.workflows.intake.deid import (
     capped_age,
     clean_descriptor,
     identifying_strings,
+    phi_pattern,
+    real_dates,
     shift_date,
 )
 from trialprep.workflows.intake.protocol import check_series, classify, find_value
@@ -149,6 +152,11 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     files, empty = scan_drop(source, key, site)
     summary.empty_folders = len(empty)
     series = group_series(files)
+    for s in series:  # the scan read a few tags of every file; read one header in full
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s.full_header = pydicom.dcmread(s.files[0].path, stop_before_pixels=True,
+                                            force=True)
     summary.series = len(series)
     log.info("site %s: %d file(s), %d series", site, len(files), len(series))
 
@@ -158,10 +166,10 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     raw_pid: dict[str, str] = {}
     first_real: dict[str, date] = {}
     for s in series:
-        pid = str(s.header.get("PatientID", "") or "")
+        pid = str(s.full_header.get("PatientID", "") or "")
         ident = identity_for(key, site, pid, shift_range)
         ids[s.uid], raw_pid[ident.subject] = ident, pid
-        d = _real_date(s.header)
+        d = _real_date(s.full_header)
         if d and (ident.subject not in first_real or d < first_real[ident.subject]):
             first_real[ident.subject] = d
     for subject in list(first_real):  # earlier sessions already in the dataset
@@ -197,8 +205,7 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     manifest_rows = []
     for f in files:
         f.settle(QUARANTINED, "no outcome recorded (internal error)")
-        ident = ids.get(str(f.header.SeriesInstanceUID)) if f.header is not None and \
-            "SeriesInstanceUID" in f.header else None
+        ident = ids.get(f.series_uid)
         session = session_of.get(id(f), "")
         manifest_rows.append({
             "site": site, "source_id": f.source_id, "sha256": f.sha256, "size": f.size,
@@ -231,7 +238,7 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
 def _convert_series(s: Series, ident: SubjectIdentity, first_real: dict, site: str,
                     config: StudyConfig, key: StudyKey, work: Path, protocol: dict,
                     series_rows: list, forced_visit: str | None) -> dict:
-    h = s.header
+    h = s.full_header
     series_key = key.uid(s.uid)
     real = _real_date(h)
     base = first_real.get(ident.subject)
@@ -244,7 +251,7 @@ def _convert_series(s: Series, ident: SubjectIdentity, first_real: dict, site: s
     series_type = classify(h, protocol)
     n_slices = len({tuple(f.header.get("ImagePositionPatient", [])) for f in s.files})
     verdict = check_series(series_type, h, n_slices, protocol) if series_type != "other" else None
-    phi = identifying_strings(h)
+    phi = identifying_strings(h) | real_dates(h)
     shifted = shift_date(real.strftime("%Y%m%d"), ident.shift_days) if real else ""
     age = capped_age(age_years(str(h.get("PatientBirthDate", "")), real and real.strftime(
         "%Y%m%d"), str(h.get("PatientAge", ""))), config["deid"]["max_age"])
@@ -283,12 +290,20 @@ def _convert_series(s: Series, ident: SubjectIdentity, first_real: dict, site: s
     row["verdict"] = "compliant" if verdict.compliant else "deviant"
     row["deviations"] = "; ".join(verdict.deviations)
 
-    deid = Deidentifier(key, ident, config["deid"]["private_allowlist"], config["deid"]["max_age"])
+    # dcm2niix reads the validated originals through links in intake's private work folder;
+    # its raw outputs never leave it (sidecars are scrubbed, files renamed, on commit).
     in_dir, out_dir = work / series_key / "in", work / series_key / "out"
-    try:
-        _write_deidentified(s.files, deid, in_dir)
-    except Exception as exc:  # noqa: BLE001 - a bad file must not stop the drop
-        return quarantine(f"could not de-identify: {type(exc).__name__}")
+    if folder_holds_only(s):
+        in_dir = s.files[0].path.parent  # nothing else there: convert in place (read-only)
+    else:
+        in_dir.mkdir(parents=True)
+        for i, f in enumerate(s.files):
+            (in_dir / f"{i:05d}.dcm").symlink_to(f.path.resolve())
+    if config["deid"].get("archive_dicom"):
+        deid = Deidentifier(key, ident, config["deid"]["private_allowlist"],
+                            config["deid"]["max_age"])
+        plan["archive"] = (deid, bids_path(".", None, "x", sub=ident.subject,
+                                           ses=visit).parent / series_key)
     conv = run_dcm2niix(in_dir, out_dir, config["dcm2niix"]["args"],
                         config["dcm2niix"]["timeout"])
     if conv.error:
@@ -345,16 +360,47 @@ def _commit(plans: list[dict], bids: Path, old_series: pd.DataFrame) -> None:
                 sidecar.setdefault("Units", "Hz")
             if suffix == "phasediff":
                 sidecar = pair_phasediff_echo_times(sidecar, _session_magnitudes(plans, plan))
-            tmp_json = outputs[".nii.gz"].with_suffix(".scrubbed")
+            tmp_json = out_dir_of(outputs) / f"{suffix}{postfix}.scrubbed.json"
             tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n")
-            moves = [(outputs[".nii.gz"], ".nii.gz"), (tmp_json, ".json")]
+            nii = outputs[".nii.gz"]
+            tmp_nii = nii.with_name(nii.name + ".final.nii.gz")
+            finalize_nifti(nii, tmp_nii, phi_pattern(plan["phi"]))
+            moves = [(tmp_nii, ".nii.gz"), (tmp_json, ".json")]
             moves += [(outputs[e], e) for e in (".bval", ".bvec") if e in outputs]
             for src, ext in moves:
                 dest = bids / (stem + ext)
                 shutil.move(src, dest.with_name(dest.name + ".part"))
                 dest.with_name(dest.name + ".part").replace(dest)
                 final.append((Path(stem + ext)).as_posix())
+        if "archive" in plan:
+            deid, rel = plan["archive"]
+            dest = bids / "sourcedata" / "dicom" / rel
+            tmp = dest.with_name(dest.name + ".part")
+            shutil.rmtree(tmp, ignore_errors=True)
+            _write_deidentified(plan["series"].files, deid, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
         plan["final"] = final
+
+
+def folder_holds_only(s: Series) -> bool:
+    """Whether the series' folder (with sub-folders, as dcm2niix searches) holds exactly the
+    series' files and nothing else."""
+    folder = s.files[0].path.parent
+    mine = {f.path for f in s.files}
+    if any(f.path.parent != folder for f in s.files):
+        return False
+    count = 0
+    for p in folder.rglob("*"):
+        if p.is_file() or p.is_symlink():
+            count += 1
+            if p not in mine:
+                return False
+    return count == len(mine)
+
+
+def out_dir_of(outputs: dict[str, Path]) -> Path:
+    return next(iter(outputs.values())).parent
 
 
 def _session_magnitudes(plans: list[dict], plan: dict) -> list[dict]:

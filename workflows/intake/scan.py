@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from trialprep.keys import StudyKey
 from trialprep.provenance import sha256_file
 
 CONVERTED, QUARANTINED, IGNORED = "converted", "quarantined", "ignored"
+#: What the scan reads of every file; a series' first file is later read in full.
+SCAN_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
+             "PatientID", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber",
+             "ImageType", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
+             "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "PixelData",
+             "FloatPixelData"]
 
 
 @dataclass
@@ -31,6 +38,7 @@ class InputFile:
     outcome: str | None = None
     reason: str = ""
     series_key: str = ""
+    series_uid: str = ""
     bids_files: list[str] = field(default_factory=list)
 
     def settle(self, outcome: str, reason: str = "") -> None:
@@ -67,10 +75,11 @@ def read_header(path: Path, size: int) -> tuple[Dataset | None, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(path, defer_size=1024)
+            ds = pydicom.dcmread(path, defer_size=1024, specific_tags=SCAN_TAGS)
         except InvalidDicomError:
             try:  # DICOM without preamble/meta header (older vendor exports)
-                ds = pydicom.dcmread(path, defer_size=1024, force=True)
+                ds = pydicom.dcmread(path, defer_size=1024, force=True,
+                                     specific_tags=SCAN_TAGS)
             except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
                 return None, "not a DICOM file"
             if "SOPInstanceUID" not in ds or "SeriesInstanceUID" not in ds:
@@ -100,27 +109,40 @@ def read_header(path: Path, size: int) -> tuple[Dataset | None, str]:
     return ds, ""
 
 
-def scan_drop(root: Path, key: StudyKey, site: str) -> tuple[list[InputFile], list[str]]:
-    """Read every file of a drop. Returns (files, ids of empty folders)."""
+def _scan_one(path: Path) -> tuple[int, str, Dataset | None, str]:
+    size = path.stat().st_size
+    if size == 0:
+        return size, "", None, "empty file"
+    header, problem = read_header(path, size)
+    if header is not None:
+        header.pop(0x7FE00010, None)  # pixel values are never needed from the scan
+    return size, sha256_file(path), header, problem
+
+
+def scan_drop(root: Path, key: StudyKey, site: str,
+              workers: int | None = None) -> tuple[list[InputFile], list[str]]:
+    """Read every file of a drop (in parallel). Returns (files, ids of empty folders)."""
     paths, empty = walk_drop(root)
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_scan_one, paths, chunksize=32))
+    else:
+        results = [_scan_one(p) for p in paths]
     records = []
-    for path in paths:
+    for path, (size, digest, header, problem) in zip(paths, results, strict=True):
         rel = path.relative_to(root).as_posix()
-        size = path.stat().st_size
         rec = InputFile(path=path, source_id=key.label("source", site, rel, length=16),
-                        sha256=sha256_file(path), size=size)
-        if size == 0:
-            rec.settle(IGNORED, "empty file")
-        else:
-            header, problem = read_header(path, size)
-            rec.header = header
-            if problem == "not a DICOM file":
-                rec.settle(IGNORED, problem)
-            elif problem == "no pixel data (not an image)":
-                rec.settle(IGNORED, f"DICOM {header.get('Modality', '')} object without "
-                           "pixel data (not an image)")
-            elif problem:
-                rec.settle(QUARANTINED, problem)
+                        sha256=digest, size=size, header=header)
+        if problem == "empty file" or problem == "not a DICOM file":
+            rec.settle(IGNORED, problem)
+        elif problem == "no pixel data (not an image)":
+            rec.settle(IGNORED, f"DICOM {header.get('Modality', '')} object without "
+                       "pixel data (not an image)")
+        elif problem:
+            rec.settle(QUARANTINED, problem)
+        if header is not None:
+            rec.series_uid = str(header.get("SeriesInstanceUID", ""))
         records.append(rec)
     empty_ids = [key.label("source", site, p.relative_to(root).as_posix() + "/", length=16)
                  for p in empty if p != root]

@@ -15,6 +15,7 @@ class Series:
     uid: str
     files: list[InputFile] = field(default_factory=list)
     problem: str = ""
+    full_header: object = None  # the first file's complete header (read after grouping)
 
     @property
     def header(self):

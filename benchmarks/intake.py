@@ -1,0 +1,76 @@
+"""Intake time per series against bare dcm2niix on the same series, side by side.
+
+For every vendor series in ../shared/fixtures/dicom: the median of 3 runs of
+(a) the pinned dcm2niix binary alone, whole process, same flags as intake, and
+(b) trialprep intake of the same folder (scan, checks, de-identification, dcm2niix, BIDS,
+records), in-process with imports already loaded.
+    python -m benchmarks.intake [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import dcm2niix
+
+from benchmarks.results import write_section
+from trialprep.config import load_config
+from trialprep.keys import StudyKey
+from trialprep.workflows.intake.pipeline import run_intake
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dicom"
+
+
+def time_dcm2niix(folder: Path, args: list[str]) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        subprocess.run([str(dcm2niix.bin_path), *args, "-z", "y", "-f", "%s_%p", "-o", out,
+                        str(folder)],
+                       check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def time_intake(folder: Path, config, key) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        run_intake(folder, "bench", Path(out) / "bids", config, key, visit="01")
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    n = ap.parse_args().repeats
+    config = load_config()
+    key = StudyKey(b"benchmark-key-0123456789abcdef")
+    args = config["dcm2niix"]["args"]
+    rows, ratios = [], []
+    for series in sorted(FIXTURES.glob("*/*/dicom")):
+        name = series.parent.relative_to(FIXTURES).as_posix()
+        n_files = sum(1 for p in series.rglob("*") if p.is_file())
+        bare = statistics.median(time_dcm2niix(series, args) for _ in range(n))
+        ours = statistics.median(time_intake(series, config, key) for _ in range(n))
+        ratios.append(ours / bare)
+        rows.append(f"| {name} | {n_files} | {bare:.3f} | {ours:.3f} | {ours / bare:.2f}x |")
+        print(rows[-1], flush=True)
+    body = (
+        f"Median of {n} runs per series; dcm2niix {dcm2niix.__version__} with intake's flags "
+        f"(`{' '.join(args)} -z y`). Intake includes reading and checking every file, PS3.15 "
+        "identity and date handling, dcm2niix on the validated originals in a private work "
+        "folder, NIfTI header PHI check, BIDS naming, sidecar scrubbing and the "
+        "manifest/series/completeness records. "
+        "Goal (issue 2): at most 1.3x.\n\n"
+        "| series | files | dcm2niix (s) | trialprep intake (s) | ratio |\n"
+        "|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nGeometric mean ratio: **{statistics.geometric_mean(ratios):.2f}x**.")
+    write_section("Intake (DICOM to BIDS)", body)
+
+
+if __name__ == "__main__":
+    main()
