@@ -5,12 +5,13 @@ DEMO_DIR ?= demo_out
 DEMO_SIZE ?= default
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench containers clean
+.PHONY: venv demo test lint bench clean
 
 venv:
 	@bash scripts/bootstrap.sh
 
 demo: venv
+	rm -rf $(DEMO_DIR)
 	$(BIN)/trialprep demo $(DEMO_DIR)/trial --size $(DEMO_SIZE) --seed 7
 	$(BIN)/trialprep run --trial $(DEMO_DIR)/trial --out $(DEMO_DIR)/study
 
@@ -22,7 +23,8 @@ lint: venv
 	$(BIN)/ruff check .
 
 bench: venv
-	$(BIN)/python -m benchmarks.run_all
+	$(BIN)/python -m benchmarks.intake
+	$(BIN)/python -m benchmarks.harmonization
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .snakemake
