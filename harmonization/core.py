@@ -93,11 +93,16 @@ def _batch_design(idx: np.ndarray, n_batch: int, ref: int | None) -> np.ndarray:
     return D
 
 
-def fit(
+def fit(X, batch, covariates=None, **kwargs) -> ComBatModel:
+    """Estimate ComBat's location/scale batch effects (see :func:`_fit` for parameters)."""
+    return _fit(X, batch, covariates, **kwargs)[0]
+
+
+def _fit(
     X, batch, covariates=None, *, categorical: Sequence[str] = (), smooth: Sequence[str] = (),
     n_knots: int = 5, parametric: bool = True, eb_: bool = True, mean_only: bool = False,
     ref_batch=None,
-) -> ComBatModel:
+) -> tuple[ComBatModel, np.ndarray, np.ndarray, np.ndarray]:
     """Estimate ComBat's location/scale batch effects.
 
     Parameters
@@ -113,7 +118,8 @@ def fit(
 
     Returns
     -------
-    ComBatModel, applied to data with :func:`apply`.
+    (ComBatModel, applied to data with :func:`apply`; and the validated data, batch indices
+    and covariate matrix, so :func:`harmonize` need not validate twice)
     """
     Y, features = as_data_matrix(X)
     n, p = Y.shape
@@ -245,7 +251,7 @@ def fit(
             "covariates": None if cov_df is None else sha256_array(
                 pd.util.hash_pandas_object(cov_df, index=False).to_numpy())}),
     }
-    return ComBatModel(
+    model = ComBatModel(
         provenance=provenance, features=features, active=active, batches=levels,
         ref_batch=levels[ref] if ref is not None else None, terms=terms,
         n_per_batch=counts.tolist(), grand_mean=grand_mean,
@@ -254,6 +260,7 @@ def fit(
         settings={"parametric": parametric, "eb": eb_, "mean_only": mean_only,
                   "n_knots": n_knots, "eb_iterations": iterations},
     )
+    return model, Y, idx, C
 
 
 def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
@@ -274,9 +281,15 @@ def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
     idx, levels = _batch_index(batch, model.batches)
     if idx.size != n:
         raise HarmonizationError(f"{idx.size} batch labels for {n} samples")
-    ref = model.batches.index(model.ref_batch) if model.ref_batch is not None else None
     C = covariate_matrix(model.terms, _as_frame(covariates, n), n)
+    return _adjust(model, Y, idx, C)
 
+
+def _adjust(model: ComBatModel, Y: np.ndarray, idx: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """Remove the batch effects from validated data (batch indices in model order)."""
+    n, p = Y.shape
+    levels = model.batches
+    ref = levels.index(model.ref_batch) if model.ref_batch is not None else None
     # Per batch the adjustment is affine in Y: out = k Y + (1 - k) stand_mean - k sd G,
     # with k = 1/sqrt(delta*) and G the batch's shift. Inactive features get k = 1 and no
     # offset (exact pass-through). Batches are independent: done in parallel threads.
@@ -333,5 +346,5 @@ def _parallel(func, items) -> list:
 
 def harmonize(X, batch, covariates=None, **kwargs) -> tuple[np.ndarray, ComBatModel]:
     """Fit on ``X`` and return (harmonized X, model): ComBat in one call."""
-    model = fit(X, batch, covariates, **kwargs)
-    return apply(model, X, batch, covariates), model
+    model, Y, idx, C = _fit(X, batch, covariates, **kwargs)
+    return _adjust(model, Y, idx, C), model
