@@ -58,6 +58,13 @@ def main() -> None:
         ratios.append(ours / bare)
         rows.append(f"| {name} | {n_files} | {bare:.3f} | {ours:.3f} | {ours / bare:.2f}x |")
         print(rows[-1], flush=True)
+    drop_bare = statistics.median(time_dcm2niix(FIXTURES, args) for _ in range(n))
+    drop_ours = statistics.median(time_intake(FIXTURES, config, key) for _ in range(n))
+    n_series = len(ratios) + 1  # the XA30 fieldmap folder holds two series
+    rows.append(f"| **whole drop** (all folders, {n_series} series) | "
+                f"{sum(1 for p in FIXTURES.rglob('*') if p.is_file())} | {drop_bare:.3f} | "
+                f"{drop_ours:.3f} | {drop_ours / drop_bare:.2f}x |")
+    print(rows[-1], flush=True)
     body = (
         f"Median of {n} runs per series; dcm2niix {dcm2niix.__version__} with intake's flags "
         f"(`{' '.join(args)} -z y`). Intake includes reading and checking every file, PS3.15 "
@@ -68,7 +75,11 @@ def main() -> None:
         "| series | files | dcm2niix (s) | trialprep intake (s) | ratio |\n"
         "|---|---|---|---|---|\n"
         + "\n".join(rows)
-        + f"\n\nGeometric mean ratio: **{statistics.geometric_mean(ratios):.2f}x**.")
+        + f"\n\nGeometric mean ratio over single series: "
+        f"**{statistics.geometric_mean(ratios):.2f}x**. A single-series intake pays fixed costs "
+        "(study records, tables, completeness: about 0.2 s) and a Python read of every header "
+        "(about 2.5 ms per file, in 2 processes), which dcm2niix's C reader does not; the whole "
+        "drop amortizes the former and converts series two at a time.")
     write_section("Intake (DICOM to BIDS)", body)
 
 

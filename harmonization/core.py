@@ -29,8 +29,10 @@ from trialprep.harmonization.model import ComBatModel
 from trialprep.provenance import package_versions, sha256_array, sha256_json, utc_now
 
 
-def as_data_matrix(X, name: str = "data") -> tuple[np.ndarray, list[str]]:
-    """Validate a samples x features table and return (float64 array, feature names)."""
+def as_data_matrix(X, name: str = "data", check_finite: bool = True
+                   ) -> tuple[np.ndarray, list[str]]:
+    """Validate a samples x features table and return (float64 array, feature names).
+    ``check_finite=False`` leaves the NaN/inf check to the caller (see :func:`require_finite`)."""
     if isinstance(X, pd.DataFrame):
         non_numeric = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])
                        or pd.api.types.is_bool_dtype(X[c])]
@@ -49,6 +51,13 @@ def as_data_matrix(X, name: str = "data") -> tuple[np.ndarray, list[str]]:
         if arr.ndim != 2:
             raise HarmonizationError(f"{name} must be 2-D (samples x features), got {arr.ndim}-D")
         features = [f"f{i}" for i in range(arr.shape[1])]
+    if check_finite:
+        require_finite(arr, features, name)
+    return arr, features
+
+
+def require_finite(arr: np.ndarray, features: list[str], name: str = "data") -> None:
+    """Raise, naming the first offending sample and feature, if ``arr`` has NaN or inf."""
     bad = ~np.isfinite(arr)
     if bad.any():
         i, j = np.argwhere(bad)[0]
@@ -57,7 +66,6 @@ def as_data_matrix(X, name: str = "data") -> tuple[np.ndarray, list[str]]:
             f"{int(bad.any(axis=0).sum())} feature(s) (first: sample {i}, feature "
             f"{features[j]!r}); impute or drop them before harmonizing"
         )
-    return arr, features
 
 
 def _as_frame(covariates, n: int) -> pd.DataFrame | None:
@@ -121,7 +129,7 @@ def _fit(
     (ComBatModel, applied to data with :func:`apply`; and the validated data, batch indices
     and covariate matrix, so :func:`harmonize` need not validate twice)
     """
-    Y, features = as_data_matrix(X)
+    Y, features = as_data_matrix(X, check_finite=False)  # NaN/inf show up in the statistics
     n, p = Y.shape
     idx, levels = _batch_index(batch)
     if idx.size != n:
@@ -159,17 +167,13 @@ def _fit(
     # Everything else (pooled variance, standardized batch effects) follows exactly from them.
     mean_z = np.empty((nb, p))
     css_z = np.empty((nb, p))
-    first_row = Y[0].copy()
 
-    def batch_stats(b: int) -> np.ndarray:
+    def batch_stats(b: int) -> None:
         # Row chunks small enough to stay in cache; chunk means and centred sums of squares
         # are merged exactly (Chan, Golub & LeVeque 1983).
-        constant_b = np.ones(p, bool)
         mean, m2, seen = np.zeros(p), np.zeros(p), 0
         for rows in _row_chunks(members[b], p):
-            Yc = Y[rows]
-            constant_b &= (Yc == first_row).all(axis=0)
-            Zc = Yc - C[rows] @ beta_cov if C.shape[1] else Yc.copy()
+            Zc = Y[rows] - C[rows] @ beta_cov if C.shape[1] else Y[rows].copy()
             m_c = Zc.mean(axis=0)
             Zc -= m_c
             n_c = Zc.shape[0]
@@ -179,15 +183,20 @@ def _fit(
             m2 += np.einsum("ij,ij->j", Zc, Zc) + delta * delta * (seen * n_c / total)
             seen = total
         mean_z[b], css_z[b] = mean, m2
-        return constant_b
 
-    constant = np.logical_and.reduce(_parallel(batch_stats, range(nb)))
+    _parallel(batch_stats, range(nb))
+    if not (np.isfinite(css_z).all() and np.isfinite(mean_z).all()):
+        require_finite(Y, features)  # NaN/inf propagate into the statistics: name them
     grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
     if ref is not None:  # residuals of the reference batch only, around its own fit
         var_pooled = (css_z[ref] + counts[ref] * (mean_z[ref] - B[ref]) ** 2) / counts[ref]
     else:
         var_pooled = (css_z + counts[:, None] * (mean_z - B[:nb]) ** 2).sum(axis=0) / n
     # Constant features, and features fully explained by the design, pass through unchanged.
+    # Only features whose pooled variance is ~0 can be constant: check those exactly.
+    tiny = np.flatnonzero(np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean) + 1e-300)
+    constant = np.zeros(p, bool)
+    constant[tiny] = (Y[:, tiny] == Y[0, tiny]).all(axis=0)
     degenerate = ~constant & (np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean))
     if degenerate.any():
         warnings.warn(

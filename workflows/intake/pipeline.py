@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -182,9 +184,19 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     work = state.intake_dir(bids) / ".work" / run_id.replace(":", "")
     series_rows, plans = [], []
     try:
-        for s in tqdm(series, desc=f"intake {site}", unit="series", disable=not progress):
-            plans.append(_convert_series(s, ids[s.uid], first_real, site, config, key, work,
-                                         protocol, series_rows, visit))
+        # Series convert independently (dcm2niix runs as a subprocess): two at a time.
+        def convert(s: Series) -> dict:
+            return _convert_series(s, ids[s.uid], first_real, site, config, key, work,
+                                   protocol, series_rows, visit)
+
+        with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool, tqdm(
+                total=len(series), desc=f"intake {site}", unit="series",
+                disable=not progress) as bar:
+            for plan in pool.map(convert, series):
+                plans.append(plan)
+                bar.update()
+        series_rows.sort(key=lambda r: (r["subject"], r["session"], int(r["series_number"]),
+                                        r["series"]))
         with state.locked(bids):
             _commit(plans, bids, old_series)
     finally:
