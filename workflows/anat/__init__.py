@@ -1,0 +1,1 @@
+"""Anatomical preprocessing: Nipype workflows on antspyx (issue 3, in progress)."""

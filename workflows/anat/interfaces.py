@@ -1,0 +1,179 @@
+"""Nipype interfaces over antspyx (the ANTs command-line tools are not installed)."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    InputMultiObject,
+    OutputMultiObject,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+from nipype.utils.filemanip import fname_presuffix
+
+
+def _out(in_file: str, suffix: str, cwd: str) -> str:
+    return fname_presuffix(in_file, suffix=suffix, newpath=cwd, use_ext=True)
+
+
+def _deterministic(seed: int | None, single_threaded: bool) -> None:
+    """ANTs is bit-reproducible only with one ITK thread and a fixed seed together."""
+    if single_threaded:
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+    if seed is not None:
+        os.environ["ANTS_RANDOM_SEED"] = str(seed)
+
+
+class _N4InputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="T1w image")
+    shrink_factor = traits.Int(4, usedefault=True)
+    iterations = traits.List(traits.Int, [50, 50, 50, 50], usedefault=True)
+
+
+class _N4OutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="bias-corrected image")
+    bias_file = File(exists=True, desc="estimated bias field")
+    head_mask = File(exists=True, desc="head mask the field was fitted in")
+
+
+class N4BiasFieldCorrection(SimpleInterface):
+    """N4 (Tustison et al. 2010) within an Otsu head mask."""
+
+    input_spec = _N4InputSpec
+    output_spec = _N4OutputSpec
+
+    def _run_interface(self, runtime):
+        import ants
+
+        img = ants.image_read(self.inputs.in_file)
+        mask = ants.get_mask(img, cleanup=2)
+        conv = {"iters": list(self.inputs.iterations), "tol": 1e-7}
+        corrected = ants.n4_bias_field_correction(img, mask=mask, convergence=conv,
+                                                  shrink_factor=self.inputs.shrink_factor)
+        bias = ants.n4_bias_field_correction(img, mask=mask, convergence=conv,
+                                             shrink_factor=self.inputs.shrink_factor,
+                                             return_bias_field=True)
+        for key, image, suffix in (("out_file", corrected, "_n4"), ("bias_file", bias, "_bias"),
+                                   ("head_mask", mask, "_headmask")):
+            self._results[key] = _out(self.inputs.in_file, suffix, runtime.cwd)
+            ants.image_write(image, self._results[key])
+        return runtime
+
+
+class _RegInputSpec(BaseInterfaceInputSpec):
+    moving = File(exists=True, mandatory=True)
+    fixed = File(exists=True, mandatory=True)
+    fixed_mask = File(exists=True, desc="restrict the metric to the template brain")
+    transform = traits.Enum("SyN", "Affine", "Rigid", "antsRegistrationSyNQuick[s]",
+                            usedefault=True)
+    seed = traits.Int(42, usedefault=True)
+    single_threaded = traits.Bool(True, usedefault=True)
+
+
+class _RegOutputSpec(TraitedSpec):
+    warped = File(exists=True, desc="moving image in the fixed space")
+    forward_transforms = OutputMultiObject(File(exists=True))
+    inverse_transforms = OutputMultiObject(File(exists=True))
+    metric = traits.Float(desc="final Mattes mutual information (lower is better)")
+
+
+class RegisterToTemplate(SimpleInterface):
+    """Rigid + affine + SyN registration (antspyx ``registration``), reproducible."""
+
+    input_spec = _RegInputSpec
+    output_spec = _RegOutputSpec
+
+    def _run_interface(self, runtime):
+        import ants
+
+        _deterministic(self.inputs.seed, self.inputs.single_threaded)
+        fixed = ants.image_read(self.inputs.fixed)
+        moving = ants.image_read(self.inputs.moving)
+        kwargs = {}
+        if self.inputs.fixed_mask:
+            kwargs["mask"] = ants.image_read(self.inputs.fixed_mask)
+        reg = ants.registration(fixed, moving, type_of_transform=self.inputs.transform,
+                                random_seed=self.inputs.seed,
+                                outprefix=os.path.join(runtime.cwd, "reg_"), **kwargs)
+        self._results["warped"] = os.path.join(runtime.cwd, "warped.nii.gz")
+        ants.image_write(reg["warpedmovout"], self._results["warped"])
+        self._results["forward_transforms"] = list(reg["fwdtransforms"])
+        self._results["inverse_transforms"] = list(reg["invtransforms"])
+        self._results["metric"] = float(ants.image_similarity(fixed, reg["warpedmovout"],
+                                                              metric_type="MattesMutualInformation"))
+        return runtime
+
+
+class _ApplyInputSpec(BaseInterfaceInputSpec):
+    in_files = InputMultiObject(File(exists=True), mandatory=True)
+    reference = File(exists=True, mandatory=True)
+    transforms = InputMultiObject(File(exists=True), mandatory=True)
+    invert = traits.List(traits.Bool, desc="which transforms to invert (antspyx convention)")
+    interpolator = traits.Enum("linear", "nearestNeighbor", "genericLabel", usedefault=True)
+
+
+class _ApplyOutputSpec(TraitedSpec):
+    out_files = OutputMultiObject(File(exists=True))
+
+
+class ApplyTransforms(SimpleInterface):
+    """Bring images (priors, masks, atlases) through a transform chain."""
+
+    input_spec = _ApplyInputSpec
+    output_spec = _ApplyOutputSpec
+
+    def _run_interface(self, runtime):
+        import ants
+
+        ref = ants.image_read(self.inputs.reference)
+        outs = []
+        for f in self.inputs.in_files:
+            moved = ants.apply_transforms(ref, ants.image_read(f), list(self.inputs.transforms),
+                                          interpolator=self.inputs.interpolator,
+                                          whichtoinvert=list(self.inputs.invert) or None)
+            outs.append(_out(f, "_native", runtime.cwd))
+            ants.image_write(moved, outs[-1])
+        self._results["out_files"] = outs
+        return runtime
+
+
+class _AtroposInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True)
+    priors = InputMultiObject(File(exists=True), mandatory=True, desc="CSF, GM, WM priors")
+    prior_weight = traits.Float(0.25, usedefault=True)
+    seed = traits.Int(42, usedefault=True)
+
+
+class _AtroposOutputSpec(TraitedSpec):
+    dseg = File(exists=True, desc="labels: 1 CSF, 2 GM, 3 WM")
+    probseg = OutputMultiObject(File(exists=True), desc="CSF, GM, WM posteriors")
+
+
+class AtroposSegmentation(SimpleInterface):
+    """3-class Atropos (Avants et al. 2011) initialised and guided by template priors."""
+
+    input_spec = _AtroposInputSpec
+    output_spec = _AtroposOutputSpec
+
+    def _run_interface(self, runtime):
+        import ants
+
+        _deterministic(self.inputs.seed, True)
+        img = ants.image_read(self.inputs.in_file)
+        mask = ants.image_read(self.inputs.mask_file)
+        priors = [ants.image_read(p) for p in self.inputs.priors]
+        seg = ants.atropos(a=img, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]",
+                           priorweight=self.inputs.prior_weight)
+        self._results["dseg"] = os.path.join(runtime.cwd, "dseg.nii.gz")
+        ants.image_write(seg["segmentation"], self._results["dseg"])
+        probs = []
+        for i, p in enumerate(seg["probabilityimages"]):
+            probs.append(os.path.join(runtime.cwd, f"probseg_{i + 1}.nii.gz"))
+            ants.image_write(p, probs[-1])
+        self._results["probseg"] = probs
+        return runtime
