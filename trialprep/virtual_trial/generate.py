@@ -37,6 +37,7 @@ class Size:
 
 
 SIZES = {
+    "tiny": Size(subjects_per_site=1, voxel_mm=2.0, template_resolution=1),  # unit tests
     "small": Size(subjects_per_site=3, voxel_mm=2.0, template_resolution=1),
     "default": Size(subjects_per_site=8, voxel_mm=2.0, template_resolution=1),
     "full": Size(subjects_per_site=20, voxel_mm=1.0, template_resolution=1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from nipype.interfaces.utility import Function, IdentityInterface
@@ -61,6 +62,9 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     registration_metric : final mutual information (registration cost)
     volumes : TSV of tissue, TIV and atlas-region volumes (mm^3)
     """
+    if single_threaded:  # ITK reads this once, at its first use in the process
+        os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
+        os.environ["ANTS_RANDOM_SEED"] = str(seed)
     tpl = write_template(Path(template_dir), resolution)
     atlas, atlas_labels = write_atlas(Path(template_dir), tpl["T1w"])
 
@@ -70,7 +74,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         "t1w_preproc", "bias_field", "brain_mask", "dseg", "probseg", "std_warped",
         "forward_transforms", "inverse_transforms", "registration_metric", "volumes"]),
         name="outputnode")
-    n4 = pe.Node(N4BiasFieldCorrection(), name="n4")
+    n4 = pe.Node(N4BiasFieldCorrection(seed=seed, single_threaded=single_threaded), name="n4")
     reg = pe.Node(RegisterToTemplate(fixed=str(tpl["T1w"]), fixed_mask=str(tpl["mask"]),
                                      transform=transform, seed=seed,
                                      single_threaded=single_threaded), name="register")

@@ -28,8 +28,30 @@ def _deterministic(seed: int | None, single_threaded: bool) -> None:
         os.environ["ANTS_RANDOM_SEED"] = str(seed)
 
 
+class InvalidT1wError(ValueError):
+    """A T1w image that cannot be processed; the message says why."""
+
+
+def check_t1w(path: str) -> None:
+    """Refuse images that are not 3-D, have NaN/inf values or carry no signal."""
+    import nibabel as nib
+    import numpy as np
+
+    img = nib.load(path)
+    shape = tuple(d for d in img.shape if d > 1) if len(img.shape) > 3 else img.shape
+    if len(shape) != 3:
+        raise InvalidT1wError(f"T1w must be a 3-D image, got {len(shape)}-D {img.shape}")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise InvalidT1wError(f"T1w has {int((~np.isfinite(data)).sum())} NaN/inf voxel(s)")
+    if float(data.max()) <= float(data.min()):
+        raise InvalidT1wError("T1w is empty (every voxel has the same value)")
+
+
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="T1w image")
+    seed = traits.Int(42, usedefault=True)
+    single_threaded = traits.Bool(True, usedefault=True)
     shrink_factor = traits.Int(4, usedefault=True)
     iterations = traits.List(traits.Int, [50, 50, 50, 50], usedefault=True)
 
@@ -47,8 +69,10 @@ class N4BiasFieldCorrection(SimpleInterface):
     output_spec = _N4OutputSpec
 
     def _run_interface(self, runtime):
+        _deterministic(self.inputs.seed, self.inputs.single_threaded)  # before ITK starts
         import ants
 
+        check_t1w(self.inputs.in_file)
         img = ants.image_read(self.inputs.in_file)
         mask = ants.get_mask(img, cleanup=2)
         conv = {"iters": list(self.inputs.iterations), "tol": 1e-7}
@@ -88,9 +112,9 @@ class RegisterToTemplate(SimpleInterface):
     output_spec = _RegOutputSpec
 
     def _run_interface(self, runtime):
+        _deterministic(self.inputs.seed, self.inputs.single_threaded)
         import ants
 
-        _deterministic(self.inputs.seed, self.inputs.single_threaded)
         fixed = ants.image_read(self.inputs.fixed)
         moving = ants.image_read(self.inputs.moving)
         kwargs = {}
@@ -161,14 +185,15 @@ class AtroposSegmentation(SimpleInterface):
     output_spec = _AtroposOutputSpec
 
     def _run_interface(self, runtime):
+        _deterministic(self.inputs.seed, True)
         import ants
 
-        _deterministic(self.inputs.seed, True)
         img = ants.image_read(self.inputs.in_file)
         mask = ants.image_read(self.inputs.mask_file)
         priors = [ants.image_read(p) for p in self.inputs.priors]
+        # r=0: Atropos' --use-random-seed 0 (a constant internal seed, reproducible runs)
         seg = ants.atropos(a=img, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]",
-                           priorweight=self.inputs.prior_weight)
+                           priorweight=self.inputs.prior_weight, r=0)
         self._results["dseg"] = os.path.join(runtime.cwd, "dseg.nii.gz")
         ants.image_write(seg["segmentation"], self._results["dseg"])
         probs = []
