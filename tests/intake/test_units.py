@@ -13,8 +13,12 @@ from tests.intake.helpers import KEY, header, study_yaml, write
 from trialprep.bids import bids_name, bids_path, parse_entities, sanitize_label
 from trialprep.config import ConfigError, load_config
 from trialprep.keys import StudyKey, StudyKeyError, load_study_key
-from trialprep.workflows.intake.deid import Deidentifier, clean_descriptor, shift_date
-from trialprep.workflows.intake.pipeline import identity_for
+from trialprep.workflows.intake.deid import (
+    Deidentifier,
+    clean_descriptor,
+    identity_for,
+    shift_date,
+)
 from trialprep.workflows.intake.protocol import check_series, check_value, classify
 from trialprep.workflows.intake.schedule import assign_visit
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import Tag
 
 from trialprep import __version__
 from trialprep.keys import StudyKey
@@ -99,11 +98,18 @@ class SubjectIdentity:
     shift_days: int
 
 
-def subject_identity(key: StudyKey, site: str, patient_id: str,
-                     shift_range: tuple[int, int]) -> SubjectIdentity:
+def identity_for(key: StudyKey, site: str, patient_id: str,
+                 shift_range: tuple[int, int]) -> SubjectIdentity:
+    """Pseudonym of (site, PatientID) and the subject's date shift."""
+    subject = key.label("subject", site, patient_id)
+    return SubjectIdentity(site, subject, shift_for(key, subject, shift_range))
+
+
+def shift_for(key: StudyKey, subject: str, shift_range: tuple[int, int]) -> int:
+    """Per-subject date shift, derived from the pseudonym (so it can be undone with the key
+    alone, for schedule checks, without ever storing it)."""
     lo, hi = sorted(shift_range)
-    shift = lo + key.integer("dateshift", site, patient_id) % (hi - lo + 1)
-    return SubjectIdentity(site, key.label("subject", site, patient_id), shift)
+    return lo + key.integer("dateshift", subject) % (hi - lo + 1)
 
 
 def shift_date(value: str, days: int) -> str:
@@ -340,17 +346,3 @@ class Deidentifier:
             return
         if elem.VR in ("DA", "DT"):
             self._shift(elem)
-
-
-def private_block_tag(group: int, creator_element: int, offset: int) -> Tag:
-    """Tag of element ``offset`` in the private block reserved by ``creator_element``."""
-    return Tag(group, (creator_element << 8) | offset)
-
-
-def study_dates(ds: Dataset) -> date | None:
-    """The (real) study date, used before shifting for visit assignment."""
-    v = str(ds.get("StudyDate", "") or ds.get("SeriesDate", "") or "")
-    try:
-        return datetime.strptime(v[:8], "%Y%m%d").date()
-    except ValueError:
-        return None

@@ -44,9 +44,11 @@ from trialprep.workflows.intake.deid import (
     capped_age,
     clean_descriptor,
     identifying_strings,
+    identity_for,
     phi_pattern,
     real_dates,
     shift_date,
+    shift_for,
 )
 from trialprep.workflows.intake.protocol import check_series, classify, find_value
 from trialprep.workflows.intake.scan import CONVERTED, IGNORED, QUARANTINED, scan_drop
@@ -77,18 +79,6 @@ class IntakeSummary:
                 f"{c.get(QUARANTINED, 0)} quarantined, {c.get(IGNORED, 0)} ignored; "
                 f"{self.converted_series}/{self.series} series converted; "
                 f"{self.empty_folders} empty folder(s)")
-
-
-def identity_for(key: StudyKey, site: str, patient_id: str, shift_range) -> SubjectIdentity:
-    subject = key.label("subject", site, patient_id)
-    return SubjectIdentity(site, subject, shift_for(key, subject, shift_range))
-
-
-def shift_for(key: StudyKey, subject: str, shift_range) -> int:
-    """Per-subject date shift, derived from the pseudonym (so it can be undone with the key
-    alone, for schedule checks, without ever storing it)."""
-    lo, hi = sorted(shift_range)
-    return lo + key.integer("dateshift", subject) % (hi - lo + 1)
 
 
 def _real_date(h) -> date | None:
