@@ -227,7 +227,7 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
                      key=["site", "source_id"])
         all_series = state.upsert(bids, "series", state.SERIES_COLUMNS, series_rows,
                                   key=["site", "series"])
-        subjects = _update_subjects(bids, config, key, site, ids, raw_pid)
+        subjects = _update_subjects(bids, config, key, site, ids, raw_pid, all_series)
         clinical_cols = [c for c in subjects.columns if c not in state.SUBJECT_COLUMNS]
         bids_tables.write_dataset_description(bids, config["study"])
         bids_tables.write_tables(bids, subjects, all_series, clinical_cols)
@@ -422,13 +422,13 @@ def _session_magnitudes(plans: list[dict], plan: dict) -> list[dict]:
 
 
 def _update_subjects(bids: Path, config: StudyConfig, key: StudyKey, site: str,
-                     ids: dict[str, SubjectIdentity], raw_pid: dict[str, str]) -> pd.DataFrame:
+                     ids: dict[str, SubjectIdentity], raw_pid: dict[str, str],
+                     series: pd.DataFrame) -> pd.DataFrame:
     rows = {}
     for ident in ids.values():
         rows[ident.subject] = {"subject": ident.subject, "site": site, "sex": "",
                                "enrolled": ""}
     old = state.read(bids, "subjects", state.SUBJECT_COLUMNS)
-    series = state.read(bids, "series", state.SERIES_COLUMNS)
     for subject, row in rows.items():
         sexes = series.loc[series["subject"] == subject, "sex"]
         row["sex"] = next((s for s in sexes if s), "")
