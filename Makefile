@@ -16,6 +16,7 @@ demo: venv
 	$(BIN)/trialprep run --trial $(DEMO_DIR)/trial --out $(DEMO_DIR)/study
 
 test: venv
+	@bash scripts/install-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
@@ -25,6 +26,7 @@ lint: venv
 bench: venv
 	$(BIN)/python -m benchmarks.intake
 	$(BIN)/python -m benchmarks.harmonization
+	$(BIN)/python -m benchmarks.anat
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .snakemake

@@ -13,8 +13,13 @@ SITES = sorted(STUDY["sites"])
 
 
 include: "rules/intake.smk"
+include: "rules/anat.smk"
+include: "rules/qc.smk"
 
 
 rule all:
     input:
         INTAKE / "intake_complete.json",
+        DERIV / "biomarkers_morph.tsv",
+        TABLES / "biomarkers_harmonized.parquet",
+        REPORTS / "index.html",

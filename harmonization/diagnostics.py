@@ -8,14 +8,18 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
-def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0) -> float:
+def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None) -> float:
     """Cross-validated AUC of predicting batch from the features (one-vs-rest macro average
-    for more than two batches). 0.5 is chance: after harmonization it should be near it."""
+    for more than two batches). 0.5 is chance: after harmonization it should be near it.
+
+    With repeated sessions give ``groups`` (the participant of each row): folds then keep a
+    participant's sessions together, so the classifier cannot recognise the person instead
+    of the scanner."""
     X = np.asarray(X, dtype=float)
     y = np.array([str(b) for b in batch])
     classes, counts = np.unique(y, return_counts=True)
@@ -23,8 +27,17 @@ def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0) -> float:
     if k < 2:
         raise ValueError("site-prediction AUC needs at least 2 samples per batch")
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    proba = cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
+    if groups is None:
+        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        proba = cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
+    else:
+        groups = np.asarray(groups)
+        per_batch = pd.Series(groups).groupby(y).nunique().min()
+        k = int(min(k, per_batch))
+        if k < 2:
+            raise ValueError("site-prediction AUC needs at least 2 participants per batch")
+        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        proba = cross_val_predict(clf, X, y, cv=cv, groups=groups, method="predict_proba")
     if classes.size == 2:
         return float(roc_auc_score(y == classes[1], proba[:, 1]))
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
@@ -65,11 +78,11 @@ def covariate_effects(X, covariates: pd.DataFrame, categorical: Sequence[str] = 
 
 def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
               categorical: Sequence[str] = (), features: Sequence[str] | None = None,
-              seed: int = 0) -> dict:
+              seed: int = 0, groups=None) -> dict:
     """Before/after diagnostics as a JSON-ready dict."""
     out = {
-        "site_auc_before": site_prediction_auc(before, batch, seed=seed),
-        "site_auc_after": site_prediction_auc(after, batch, seed=seed),
+        "site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups),
+        "site_auc_after": site_prediction_auc(after, batch, seed=seed, groups=groups),
         "batch_r2_before": batch_variance_explained(before, batch).tolist(),
         "batch_r2_after": batch_variance_explained(after, batch).tolist(),
         "features": list(features) if features is not None else None,

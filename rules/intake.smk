@@ -22,7 +22,7 @@ rule intake_site:
         "--config {STUDY_FILE:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
-rule intake_complete:
+checkpoint intake_complete:
     """All sites taken in: the dataset's completeness summary."""
     input:
         expand(INTAKE / "sites" / "{site}.json", site=SITES),

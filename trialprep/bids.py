@@ -7,7 +7,7 @@ from pathlib import Path
 
 #: Entity order of the BIDS specification (the subset trialprep writes).
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space",
-                "res", "label", "desc")
+                "res", "label", "from", "to", "mode", "desc")
 _LABEL = re.compile(r"[^A-Za-z0-9]")
 
 

@@ -16,14 +16,19 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from trialprep import run, status
     from trialprep.harmonization import cli as harmonize_cli
+    from trialprep.harmonization import table_cli
+    from trialprep.qc_reports import cli as report_cli
     from trialprep.virtual_trial import cli as demo_cli
+    from trialprep.workflows.anat import cli as anat_cli
     from trialprep.workflows.intake import cli as intake_cli
+    from trialprep.workflows.qc import cli as qc_cli
 
     parser = argparse.ArgumentParser(prog="trialprep", description=__doc__)
     parser.add_argument("--version", action="version", version=f"trialprep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (demo_cli, intake_cli, run, status, harmonize_cli):
+    for module in (demo_cli, intake_cli, anat_cli, qc_cli, harmonize_cli, table_cli,
+                   report_cli, run, status):
         module.add_parser(sub)
     return parser
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class StudyConfig:
     protocol: dict[str, Any]
     source: Path | None
     base_dir: Path
+    qc: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -72,7 +73,7 @@ class StudyConfig:
     @property
     def hash(self) -> str:
         """Checksum of the effective configuration and protocol (recorded with outputs)."""
-        return sha256_json({"config": self.data, "protocol": self.protocol})
+        return sha256_json({"config": self.data, "protocol": self.protocol, "qc": self.qc})
 
     @property
     def visit_ids(self) -> list[str]:
@@ -87,14 +88,23 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     source = Path(path).resolve() if path else None
     _validate(data, "study.schema.json", str(source or "defaults"))
     base = source.parent if source else config_dir()
-    proto_path = Path(data["protocol"])
-    if not proto_path.is_absolute():
-        cand = base / proto_path
-        proto_path = cand if cand.exists() else config_dir() / proto_path
+    proto_path = _beside(base, data["protocol"])
     protocol = _load_yaml(proto_path)
     _validate(protocol, "protocol.schema.json", str(proto_path))
     unknown = {r["type"] for r in protocol["classification"]} - set(protocol["series"])
     if unknown:
         raise ConfigError(f"{proto_path}: classification types {sorted(unknown)} have no "
                           "entry under `series`")
-    return StudyConfig(data=data, protocol=protocol, source=source, base_dir=base)
+    qc_path = _beside(base, data["qc_gates"])
+    qc = _load_yaml(qc_path)
+    _validate(qc, "qc.schema.json", str(qc_path))
+    return StudyConfig(data=data, protocol=protocol, source=source, base_dir=base, qc=qc)
+
+
+def _beside(base: Path, name: str) -> Path:
+    """A file named in the config: beside the study file, else in trialprep's config/."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    cand = base / path
+    return cand if cand.exists() else config_dir() / path

@@ -36,6 +36,21 @@ def snakemake_command(study: Path, out: Path, cores: int, dry_run: bool = False,
     return cmd + [a for a in (extra or []) if a != "--"]
 
 
+def _audit_run(bids: Path, study: Path, cmd: list[str]) -> None:
+    """Record the run (configuration, versions, environment) before it starts."""
+    from trialprep.audit import study_audit
+    from trialprep.config import load_config
+    from trialprep.provenance import environment_record
+
+    config = load_config(study)
+    env = environment_record()
+    study_audit(bids).append("run", {
+        "event": "started", "config_sha256": config.hash, "trialprep": env["trialprep"],
+        "snakemake": env["packages"]["snakemake"], "lock_sha256": env["lock_sha256"],
+        "container": env["container"], "profile": "local",
+        "command": [c for c in cmd[1:] if not c.startswith("study=")]})
+
+
 def run(args: argparse.Namespace) -> int:
     study = args.config or args.trial / "study.yaml"
     if not study.exists():
@@ -43,14 +58,28 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    rc = subprocess.call(snakemake_command(study, args.out, args.cores, args.dry_run,
-                                           args.snakemake_args), env=env)
+    cmd = snakemake_command(study, args.out, args.cores, args.dry_run, args.snakemake_args)
+    bids = args.out / "bids"
+    if not args.dry_run:
+        _audit_run(bids, study, cmd)
+        # New overrides and ratings apply on every run: the gate verdicts are redone (and
+        # with them the table and reports) whenever the target needs them.
+        (bids / "derivatives" / "qc" / "image_verdicts.tsv").unlink(missing_ok=True)
+    rc = subprocess.call(cmd, env=env)
+    if not args.dry_run:
+        from trialprep.audit import study_audit
+
+        study_audit(bids).append("run", {"event": "finished", "returncode": rc})
     if rc == 0 and not args.dry_run:
-        bids = args.out / "bids"
         print(f"\ntrialprep run finished. Outputs in {args.out.resolve()}:")
         print(f"  BIDS dataset:        {bids.resolve()}")
         print(f"  intake records:      {(bids / 'derivatives' / 'intake').resolve()}")
         print(f"  completeness table:  "
               f"{(bids / 'derivatives' / 'intake' / 'completeness.tsv').resolve()}")
+        print(f"  QC verdicts:         {(bids / 'derivatives' / 'qc').resolve()}")
+        print(f"  biomarker tables:    {(args.out / 'tables').resolve()}")
+        print(f"  reports:             {(args.out / 'reports' / 'index.html').resolve()}")
+        print(f"  audit trail:         "
+              f"{(bids / 'derivatives' / 'audit' / 'audit.jsonl').resolve()}")
         print(f"  logs:                {(args.out / 'logs').resolve()}")
     return rc

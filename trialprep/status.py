@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from trialprep.tables import read_table
+from trialprep.tables import read_table, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("status", help="completeness of the visit schedule, per site")
+    p = sub.add_parser("status", help="completeness of the visit schedule and QC gates")
     p.add_argument("--bids", type=Path, required=True, help="the study's BIDS dataset")
     p.add_argument("--json", type=Path, default=None, help="also write the summary as JSON")
     p.set_defaults(func=run)
@@ -35,6 +34,25 @@ def summarize(bids: Path) -> dict:
     }
 
 
+def gate_summary(bids: Path) -> dict | None:
+    """The QC gate summary, once the gates have run."""
+    qc = bids / "derivatives" / "qc"
+    if not (qc / "image_verdicts.tsv").exists():
+        return None
+    images = read_table(qc / "image_verdicts.tsv", as_text=True)
+    sites = read_table(qc / "site_verdicts.tsv")
+    sites["flags"] = sites["flags"].fillna("")
+    drift = read_table(qc / "drift.tsv")
+    failed = images[images["verdict"] == "fail"]
+    return {
+        "images": int(len(images)),
+        "by_verdict": {k: int(v) for k, v in images["verdict"].value_counts().items()},
+        "sites": sites[["site", "verdict", "pass_rate", "epochs", "flags"]].to_dict("records"),
+        "drift": drift[drift["flagged"].astype(bool)].to_dict("records") if len(drift) else [],
+        "failed": failed[["image", "rules_fired"]].to_dict("records"),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     summary = summarize(args.bids)
     table = pd.DataFrame(summary["by_site_visit"]).set_index(["site", "visit"])
@@ -44,9 +62,19 @@ def run(args: argparse.Namespace) -> int:
     for p in summary["problems"]:
         print(f"  {p['site']} sub-{p['subject']} visit {p['visit']}: {p['status']}"
               + (f" - {p['detail']}" if p["detail"] else ""))
+    gates = gate_summary(args.bids)
+    if gates:
+        summary["gates"] = gates
+        print(f"\nQC gates: {gates['images']} image(s): " + ", ".join(
+            f"{n} {k}" for k, n in sorted(gates["by_verdict"].items())))
+        for s in gates["sites"]:
+            print(f"  {s['site']:<10} {s['verdict']:<5} pass rate {s['pass_rate']:.0%}, "
+                  f"{s['epochs']} epoch(s)" + (f" - {s['flags']}" if s["flags"] else ""))
+        for d in gates["drift"]:
+            print(f"  drift at {d['site']}: {d['metric']} {d['epoch_before']} -> "
+                  f"{d['epoch_after']} (SMD {d['smd']:+.2f})")
+        for f in gates["failed"]:
+            print(f"  FAIL {f['image']}: {f['rules_fired']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2, default=int) + "\n")
-        tmp.replace(args.json)
+        write_json(summary, args.json)
     return 0

@@ -39,3 +39,30 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         raise ValueError(f"{path}: unknown table format {suffix!r} (use .tsv, .csv or .parquet)")
     tmp.replace(path)
     return path
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write ``text`` (UTF-8) via a temporary file, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_json(obj: object, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    import json
+
+    return write_text(json.dumps(obj, indent=2, default=_json_default) + "\n", path)
+
+
+def _json_default(value: object) -> object:
+    import numpy as np
+
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return str(value)

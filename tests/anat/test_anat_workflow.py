@@ -1,43 +1,41 @@
-"""Anatomical workflow on a virtual-trial session (DICOM -> BIDS -> workflow): tissue Dice
-against the generator's truth, reproducibility, and clear failure on bad input."""
+"""Anatomical preprocessing of a virtual-trial session (DICOM -> BIDS -> `trialprep anat`):
+tissue Dice against the generator's truth, BIDS derivatives with provenance, identical rows
+on rerun, and bad input reported in the session's outputs."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from trialprep.config import load_config
 from trialprep.keys import StudyKey
 from trialprep.virtual_trial.generate import generate_trial
+from trialprep.workflows.anat.session import biomarker_row_path, derivatives_root
 from trialprep.workflows.intake.pipeline import run_intake
 
 pytestmark = pytest.mark.xdist_group("anat")
 
-RUN = """
-import sys, json
-from pathlib import Path
-from trialprep.workflows.anat.base import init_anat_preproc_wf
-wf = init_anat_preproc_wf(template_dir=Path(sys.argv[3]), seed=7, single_threaded=True)
-wf.base_dir = sys.argv[2]
-wf.inputs.inputnode.t1w = sys.argv[1]
-res = wf.run()
-out = {n.name: n.result.outputs.get() for n in res.nodes()
-       if n.name in ("volumes", "atropos", "brain_mask")}
-print(json.dumps(out, default=str))
-"""
+
+def run_anat(bids: Path, sub: str, ses: str, config: Path, work: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "trialprep.cli", "anat", str(bids), "--participant-label", sub,
+         "--session-label", ses, "--config", str(config), "--work", str(work)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def run_wf(t1, base, tpl) -> dict:
-    proc = subprocess.run([sys.executable, "-c", RUN, str(t1), str(base), str(tpl)],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, err[-3000:]
+    return out + err
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +43,27 @@ def session(tmp_path_factory):
     root = tmp_path_factory.mktemp("anat")
     generate_trial(root / "trial", "tiny", seed=5, workers=2)
     key = StudyKey((root / "trial" / "secrets" / "study.key").read_text().strip().encode())
-    cfg = load_config(root / "trial" / "study.yaml")
+    study = yaml.safe_load((root / "trial" / "study.yaml").read_text())
+    study["anat"] = {"seed": 7, "thickness": {"iterations": 3}}
+    config = root / "trial" / "test.yaml"
+    config.write_text(yaml.safe_dump(study))
+    cfg = load_config(config)
     run_intake(root / "trial" / "drops" / "boston", "boston", root / "bids", cfg, key)
-    truth = pd.read_csv(root / "trial" / "truth" / "sessions.tsv", sep="\t")
-    row = truth[(truth["site"] == "boston") & (truth["visit"] == 1)].iloc[0]
+    truth = pd.read_csv(root / "trial" / "truth" / "sessions.tsv", sep="\t", dtype={"visit": str})
+    row = truth[(truth["site"] == "boston") & (truth["visit"] == "01")].iloc[0]
     sub = key.label("subject", "boston", row["patient_id"])
-    (t1,) = (root / "bids" / f"sub-{sub}" / "ses-01" / "anat").glob("*_T1w.nii.gz")
-    out = run_wf(t1, root / "work1", root / "tpl")
-    return {"root": root, "t1": t1, "out": out, "truth": root / "trial" / row["labels"]}
+    # The same session twice (a copy of the dataset) to check reruns, in parallel.
+    shutil.copytree(root / "bids", root / "bids2")
+    procs = [run_anat(root / b, sub, "01", config, root / f"work_{b}") for b in ("bids", "bids2")]
+    for p in procs:
+        finish(p)
+    return {"root": root, "sub": sub, "config": config, "bids": root / "bids",
+            "truth": root / "trial" / row["labels"], "truth_row": row}
+
+
+def deriv(s, pattern: str) -> Path:
+    (path,) = (derivatives_root(s["bids"]) / f"sub-{s['sub']}" / "ses-01" / "anat").glob(pattern)
+    return path
 
 
 def _dice(a, b):
@@ -62,40 +73,98 @@ def _dice(a, b):
 def test_tissue_segmentation_matches_truth(session):
     from nilearn.image import resample_to_img
 
-    dseg = nib.load(session["out"]["atropos"]["dseg"])
+    dseg = nib.load(deriv(session, "*_ses-01_dseg.nii.gz"))
     truth = np.asarray(resample_to_img(nib.load(session["truth"]), dseg, interpolation="nearest",
                                        force_resample=True, copy_header=True).dataobj)
     seg = np.asarray(dseg.dataobj)
     scores = {name: _dice(seg == k, truth == k) for k, name in ((1, "CSF"), (2, "GM"), (3, "WM"))}
     assert scores["GM"] >= 0.85 and scores["WM"] >= 0.85, scores
-    assert scores["CSF"] >= 0.6, scores  # issue 3 asks 0.85: tuning still open
-    mask = np.asarray(nib.load(session["out"]["brain_mask"]["out"]).dataobj) > 0
+    assert scores["CSF"] >= 0.6, scores  # issue 3 asks 0.85: see the issue's notes
+    mask = np.asarray(nib.load(deriv(session, "*_desc-brain_mask.nii.gz")).dataobj) > 0
     assert _dice(mask, truth > 0) >= 0.95
 
 
-def test_volumes_row_has_tissues_tiv_and_hippocampi(session):
-    vols = pd.read_csv(session["out"]["volumes"]["out_tsv"], sep="\t").iloc[0]
-    assert vols["GM"] + vols["WM"] + vols["CSF"] == pytest.approx(vols["TIV"], rel=0.02)
-    for side in ("Left_Hippocampus", "Right_Hippocampus"):
-        assert 2000 < vols[side] < 10000  # mm^3, a plausible adult hippocampus
+def test_biomarker_row_has_volumes_thickness_and_a_dictionary(session):
+    path = biomarker_row_path(session["bids"], session["sub"], "01")
+    row = pd.read_csv(path, sep="\t").iloc[0]
+    assert row["status"] == "ok" and row["participant_id"] == f"sub-{session['sub']}"
+    assert row["GM_mm3"] + row["WM_mm3"] + row["CSF_mm3"] == pytest.approx(row["TIV_mm3"],
+                                                                          rel=0.02)
+    truth = session["truth_row"]
+    assert row["TIV_mm3"] == pytest.approx(truth["tiv_mm3"], rel=0.05)
+    for side in ("Left", "Right"):
+        assert row[f"{side}_Hippocampus_mm3"] == pytest.approx(
+            truth[f"hippocampus_{side.lower()}_mm3"], rel=0.35)
+    thick = row[[c for c in row.index if c.endswith("_thickness_mm")]]
+    assert len(thick) == 97  # 96 Harvard-Oxford cortical regions + the whole cortex
+    assert 0.5 < row["mean_cortical_thickness_mm"] < 5.0
+    meta = json.loads(path.with_suffix(".json").read_text())
+    for col in row.index:
+        assert col in meta, f"column {col} has no description"
+        if col.endswith("_mm3"):
+            assert meta[col]["Units"] == "mm^3"
+        if col.endswith("_thickness_mm"):
+            assert meta[col]["Units"] == "mm"
 
 
-def test_same_inputs_and_seed_give_identical_volumes(session):
-    again = run_wf(session["t1"], session["root"] / "work2", session["root"] / "tpl")
-    first = pd.read_csv(session["out"]["volumes"]["out_tsv"], sep="\t")
-    second = pd.read_csv(again["volumes"]["out_tsv"], sep="\t")
+def test_derivatives_follow_bids_with_provenance(session):
+    root = derivatives_root(session["bids"])
+    desc = json.loads((root / "dataset_description.json").read_text())
+    assert desc["DatasetType"] == "derivative"
+    names = {g["Name"]: g["Version"] for g in desc["GeneratedBy"]}
+    assert {"trialprep", "antspyx", "nipype"} <= set(names)
+    for pattern in ("*_desc-preproc_T1w.nii.gz", "*_space-MNI152NLin2009aSym_desc-preproc_T1w"
+                    ".nii.gz", "*_label-GM_probseg.nii.gz", "*_from-T1w_to-MNI152NLin2009aSym_"
+                    "mode-image_desc-warp_xfm.nii.gz", "*_desc-DiReCT_thickness.nii.gz"):
+        anat = root / f"sub-{session['sub']}" / "ses-01" / "anat"
+        nifti = next(p for p in sorted(anat.glob(pattern))
+                     if "space-" in pattern or "space-" not in p.name)
+        side = json.loads(nifti.with_name(nifti.name.replace(".nii.gz", ".json")).read_text())
+        source = side["Sources"][0]
+        assert source.startswith("bids::sub-") and source.endswith("_T1w.nii.gz")
+        t1w = session["bids"] / source.removeprefix("bids::")
+        from trialprep.provenance import sha256_file
+
+        assert side["SourceChecksums"][source] == sha256_file(t1w)
+        assert side["Seed"] == 7 and side["Parameters"]["transform"] == "SyN"
+        assert side["WallTimeSeconds"] > 0 and "register" in side["NodeWallTimeSeconds"]
+        assert side["Environment"]["packages"]["antspyx"] != "not installed"
+    iqms = json.loads(deriv(session, "*_desc-iqms_T1w.json").read_text())
+    for key in ("snr_wm", "cnr", "cjv", "efc", "fber", "wm2max", "inu_range", "reg_cost"):
+        assert np.isfinite(iqms[key]), key
+    for fig in ("seg", "registration"):
+        svg = root / f"sub-{session['sub']}" / "figures" / (
+            f"sub-{session['sub']}_ses-01_desc-{fig}_T1w.svg")
+        text = svg.read_text()
+        assert text.lstrip().startswith("<?xml") and "<svg" in text and "<image" in text
+
+
+def test_same_inputs_and_seed_give_identical_rows(session):
+    first = pd.read_csv(biomarker_row_path(session["bids"], session["sub"], "01"), sep="\t")
+    second = pd.read_csv(biomarker_row_path(session["root"] / "bids2", session["sub"], "01"),
+                         sep="\t")
     pd.testing.assert_frame_equal(first, second)
+
+
+def _bad_bids(root: Path, data: np.ndarray) -> Path:
+    anat = root / "sub-bad" / "ses-01" / "anat"
+    anat.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), anat / "sub-bad_ses-01_T1w"
+             ".nii.gz")
+    return root
 
 
 @pytest.mark.parametrize("data, reason", [
     (np.ones((8, 8), np.float32), "T1w must be a 3-D image, got 2-D"),
     (np.full((8, 8, 8), np.nan, np.float32), "NaN/inf voxel"),
     (np.zeros((8, 8, 8), np.float32), "T1w is empty"),
+    (np.random.default_rng(0).random((48, 56, 48)).astype(np.float32), "registration to "
+     "MNI152NLin2009aSym failed"),
 ])
-def test_bad_t1w_fails_with_a_clear_reason(tmp_path, data, reason):
-    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "bad.nii.gz")
-    proc = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / "bad.nii.gz"),
-                           str(tmp_path / "w"), str(tmp_path / "tpl")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert reason in proc.stderr
+def test_bad_t1w_is_reported_in_the_session_outputs(tmp_path, session, data, reason):
+    bids = _bad_bids(tmp_path / "bids", data)
+    out = finish(run_anat(bids, "bad", "01", session["config"], tmp_path / "work"))
+    assert reason in out  # said on the terminal, and the job still exits 0
+    row = pd.read_csv(biomarker_row_path(bids, "bad", "01"), sep="\t",
+                      keep_default_na=False).iloc[0]
+    assert row["status"] == "failed" and reason in row["reason"]

@@ -127,8 +127,9 @@ class SubjectAnatomy:
     warp_spacing: float
     hippo_factor: tuple  # volume ratio left/right (1 = template)
     ventricle_factor: float
-    hippo_sigma: float = 7.0
-    ventricle_sigma: float = 18.0
+    hippo_sigma: float = 6.0
+    hippo_core: float = 24.0  # mm: the whole hippocampus lies within it
+    ventricle_sigma: float = 11.0  # mm: fades before the hippocampi
     extra: dict = field(default_factory=dict)
 
     def to_template(self, points: np.ndarray, template: Template) -> np.ndarray:
@@ -139,10 +140,17 @@ class SubjectAnatomy:
         # smooth random warp: control points upsampled (cubic) once, then linear look-ups
         dense, step = self._dense_warp()
         grid = ((q - self.warp_origin) / step).T
-        q = q + np.stack([ndimage.map_coordinates(dense[i], grid, order=1, mode="nearest")
+        shift = np.stack([ndimage.map_coordinates(dense[i], grid, order=1, mode="nearest")
                           for i in range(3)], axis=1)
+        # The random warp fades out over the hippocampi, so their volumes follow the planted
+        # age and diagnosis effects (and head size) only.
+        for centre in template.hippo_centres:
+            d = np.sqrt(((q - centre) ** 2).sum(axis=1))
+            beyond = np.maximum(d - self.hippo_core, 0.0)
+            shift *= (1.0 - np.exp(-(beyond**2) / (2 * self.hippo_sigma**2)))[:, None]
+        q = q + shift
         for centre, factor in zip(template.hippo_centres, self.hippo_factor, strict=True):
-            q = _radial(q, centre, factor, self.hippo_sigma)
+            q = _radial(q, centre, factor, self.hippo_sigma, core=self.hippo_core)
         return _radial(q, VENTRICLE_CENTRE, self.ventricle_factor, self.ventricle_sigma)
 
 
@@ -163,13 +171,17 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _radial(q: np.ndarray, centre, volume_factor: float, sigma: float) -> np.ndarray:
+def _radial(q: np.ndarray, centre, volume_factor: float, sigma: float,
+            core: float = 0.0) -> np.ndarray:
     """Backward map that scales the neighbourhood of ``centre`` by ``volume_factor`` (a
-    structure there shrinks for factors below 1, grows above), fading with a Gaussian."""
+    structure there shrinks for factors below 1, grows above): uniformly within ``core`` mm
+    (so a structure lying inside changes its volume by exactly that factor), fading with a
+    Gaussian of ``sigma`` mm beyond."""
     if volume_factor == 1.0:
         return q
     d = q - centre
-    w = np.exp(-(d * d).sum(axis=1) / (2 * sigma**2))[:, None]
+    beyond = np.maximum(np.sqrt((d * d).sum(axis=1)) - core, 0.0)
+    w = np.exp(-(beyond**2) / (2 * sigma**2))[:, None]
     return q + w * d * (volume_factor ** (-1.0 / 3.0) - 1.0)
 
 

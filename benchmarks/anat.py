@@ -1,0 +1,87 @@
+"""Anatomical preprocessing: wall time and peak memory per session at 2 mm and 1 mm.
+
+One virtual-trial session per resolution (sizes ``tiny`` and ``tiny1mm``), taken through
+intake, then ``trialprep anat`` as its own process on 2 cores (one job, ITK single-threaded
+for reproducibility, as the pipeline runs it). Peak memory is the child's maximum RSS.
+There is no reference tool to run beside it here (sMRIPrep needs FreeSurfer/ANTs binaries
+that are not installed); the goal is the issue's absolute one: <= 15 minutes per 1 mm
+session.
+    python -m benchmarks.anat [--thickness-iterations N] [--resolutions 2,1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.results import write_section
+from trialprep.config import load_config
+from trialprep.keys import StudyKey
+from trialprep.virtual_trial.generate import generate_trial
+from trialprep.workflows.intake.pipeline import run_intake
+
+
+def one_session(root: Path, size: str, iterations: int) -> dict:
+    trial = root / size
+    generate_trial(trial, size, seed=3, workers=2)
+    key = StudyKey((trial / "secrets" / "study.key").read_text().strip().encode())
+    study = yaml.safe_load((trial / "study.yaml").read_text())
+    study["anat"] = {"thickness": {"enabled": iterations > 0,
+                                   "iterations": max(iterations, 1)}}
+    config = trial / "bench.yaml"
+    config.write_text(yaml.safe_dump(study))
+    bids = root / f"{size}-bids"
+    run_intake(trial / "drops" / "boston", "boston", bids, load_config(config), key)
+    (t1w,) = bids.glob("sub-*/ses-01/anat/*_T1w.nii.gz")
+    sub = t1w.name.split("_")[0][4:]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "trialprep.cli", "anat", str(bids),
+                           "--participant-label", sub, "--session-label", "01", "--config",
+                           str(config), "--work", str(root / f"{size}-work")],
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0 or "FAILED" in proc.stderr:
+        raise RuntimeError(proc.stderr[-2000:])
+    meta = next(bids.glob("derivatives/trialprep/sub-*/ses-01/anat/*_biomarkers_morph.json"))
+    nodes = json.loads(meta.read_text())["_provenance"]["NodeWallTimeSeconds"]
+    return {"wall": wall, "peak_mb": max(peak_kb, before) / 1024, "nodes": nodes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--thickness-iterations", type=int, default=45,
+                    help="DiReCT iterations (0: thickness off)")
+    ap.add_argument("--resolutions", default="2,1")
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for res in args.resolutions.split(","):
+            size = "tiny" if res == "2" else "tiny1mm"
+            r = one_session(Path(tmp), size, args.thickness_iterations)
+            slow = sorted(r["nodes"].items(), key=lambda kv: -kv[1])[:4]
+            rows.append(f"| {res} mm | {r['wall'] / 60:.1f} | {r['peak_mb']:.0f} | "
+                        + ", ".join(f"{k} {v:.0f} s" for k, v in slow) + " |")
+            print(rows[-1], flush=True)
+    body = (
+        f"One session per resolution, `trialprep anat` in its own process, ITK single-"
+        f"threaded (the reproducible setting), DiReCT thickness "
+        f"{'off' if args.thickness_iterations == 0 else f'{args.thickness_iterations} iterations'};"
+        f" machine has {os.cpu_count()} cores. Goal: at most 15 minutes per 1 mm session.\n\n"
+        "| T1w voxels | wall (min) | peak memory (MB) | slowest steps |\n|---|---|---|---|\n"
+        + "\n".join(rows))
+    write_section(f"Anatomical preprocessing (thickness {args.thickness_iterations} it)", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Self-contained HTML reports for QC staff: per session, per site, the study dashboard and
+the harmonization before/after report. Every style, script and figure is inline, so a
+report opens offline from a file and loads nothing from elsewhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from trialprep import __version__
+from trialprep.provenance import utc_now
+from trialprep.tables import read_table, write_text
+from trialprep.workflows.anat.iqms import IQM_DESCRIPTIONS
+from trialprep.workflows.anat.session import derivatives_root
+from trialprep.workflows.qc.gates import qc_dir
+
+TEMPLATES = Path(__file__).parent / "templates"
+#: Biomarkers drawn in the harmonization report (when present).
+KEY_BIOMARKERS = ("Left_Hippocampus_mm3", "Right_Hippocampus_mm3", "GM_mm3", "WM_mm3",
+                  "TIV_mm3", "mean_cortical_thickness_mm")
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                              autoescape=jinja2.select_autoescape(["html"]),
+                              undefined=jinja2.StrictUndefined)
+
+
+def _inline_svg(text: str) -> str:
+    """An SVG document as inline markup: no XML prolog or DOCTYPE, nothing external."""
+    text = re.sub(r"<\?xml[^>]*\?>", "", text)
+    text = re.sub(r"<!DOCTYPE[^>]*>", "", text, flags=re.S)
+    if re.search(r"(?:href|src)=\"(?!data:|#)", text):
+        raise ValueError("figure refers to an external resource")
+    return text.strip()
+
+
+def _fig_svg(fig) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return _inline_svg(buf.getvalue())
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _write(path: Path, html: str) -> Path:
+    return write_text(html, path)
+
+
+def _common(title: str, subtitle: str, config_hash: str, depth: int) -> dict:
+    up = "../" * depth
+    return {"title": title, "subtitle": subtitle, "version": __version__,
+            "config_hash": config_hash, "generated": utc_now(),
+            "nav": [("Dashboard", f"{up}index.html"),
+                    ("Harmonization", f"{up}harmonization.html")]}
+
+
+def _fmt(v) -> str:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return f"{x:.4g}" if np.isfinite(x) else ""
+
+
+def session_page(image: str) -> str:
+    return image.replace(".nii.gz", ".html")
+
+
+def render_session(env, row: pd.Series, images: pd.DataFrame, bids: Path, out: Path,
+                   config_hash: str) -> Path:
+    sub, ses = row["participant_id"], row["session_id"]
+    figs = []
+    fig_dir = derivatives_root(bids) / sub / "figures"
+    for desc, title in (("seg", "Brain mask and tissue boundaries"),
+                        ("registration", "Template edges on the registered T1w")):
+        f = fig_dir / f"{sub}_{ses}_desc-{desc}_T1w.svg"
+        if f.exists():
+            figs.append((title, _inline_svg(f.read_text())))
+    site_rows = images[(images["site"] == row["site"]) & (images["status"] == "ok")]
+    ok = images[images["status"] == "ok"]
+    iqms = []
+    for name, desc in IQM_DESCRIPTIONS.items():
+        if name in row and _fmt(row[name]):
+            iqms.append({"name": name, "value": _fmt(row[name]), "description": desc,
+                         "site": _fmt(pd.to_numeric(site_rows[name]).median()),
+                         "study": _fmt(pd.to_numeric(ok[name]).median())})
+    ctx = _common(f"{sub} {ses}", f"site {row['site']} - session QC report", config_hash, 1)
+    ctx.update(s=row.fillna("").to_dict(), figures=figs, iqms=iqms,
+               rate_images=[{"image": row["image"], "verdict": row["verdict"]}],
+               rating_scope=f"{sub}_{ses}")
+    return _write(out / "sessions" / session_page(row["image"]),
+                  env.get_template("session.html").render(**ctx))
+
+
+def _iqm_figure(images: pd.DataFrame, site: str) -> str:
+    plt = _plt()
+    metrics = [m for m in ("snr_wm", "cnr", "cjv", "efc", "fber", "wm2max", "inu_range",
+                           "reg_correlation") if m in images]
+    ok = images[images["status"] == "ok"]
+    sites = sorted(ok["site"].unique())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.0 * len(metrics), 2.6))
+    for ax, m in zip(np.atleast_1d(axes), metrics, strict=False):
+        for i, s in enumerate(sites):
+            v = pd.to_numeric(ok.loc[ok["site"] == s, m], errors="coerce").dropna()
+            jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(len(v))
+            ax.scatter(i + jitter, v, s=12, color="#d9480f" if s == site else "#8a94a6",
+                       zorder=3)
+        ax.set_xticks(range(len(sites)), sites, rotation=60, fontsize=7)
+        ax.set_title(m, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return _fig_svg(fig)
+
+
+def render_site(env, site: str, images: pd.DataFrame, sites: pd.DataFrame,
+                drift: pd.DataFrame, completeness: pd.DataFrame, out: Path,
+                config_hash: str) -> Path:
+    g = images[images["site"] == site]
+    s = sites[sites["site"] == site].iloc[0].to_dict()
+    epochs = []
+    for epoch, e in g.groupby("epoch", sort=False):
+        epochs.append({"epoch": epoch, "manufacturer": e["manufacturer"].iloc[0],
+                       "model": e["model"].iloc[0],
+                       "software_version": e["software_version"].iloc[0], "n": len(e),
+                       "first": str(e["acq_time"].min())[:10],
+                       "last": str(e["acq_time"].max())[:10]})
+    epochs.sort(key=lambda e: e["first"])
+    comp = completeness[(completeness["site"] == site)
+                        & ~completeness["status"].isin(["received"])]
+    deviations = [{"subject": r["subject"], "visit": r["visit"], "status": r["status"],
+                   "detail": r["detail"]} for _, r in comp.iterrows()]
+    imgs = [{**r.fillna("").to_dict(), "page": session_page(r["image"])}
+            for _, r in g.iterrows()]
+    ctx = _common(f"Site {site}", "site QC report", config_hash, 1)
+    ctx.update(site=s, epochs=epochs, drift=drift[drift["site"] == site].to_dict("records"),
+               deviations=deviations, iqm_figure=_iqm_figure(images, site), images=imgs,
+               rate_images=[{"image": r["image"], "verdict": r["verdict"]} for r in imgs],
+               rating_scope=f"site-{site}")
+    return _write(out / "sites" / f"{site}.html", env.get_template("site.html").render(**ctx))
+
+
+def render_dashboard(env, images, sites, completeness, excluded, n_table, out,
+                     config_hash) -> Path:
+    visits = sorted(completeness["visit"].unique())
+    matrix = []
+    for site in sorted(completeness["site"].unique()):
+        cells = []
+        for v in visits:
+            c = completeness[(completeness["site"] == site) & (completeness["visit"] == v)]
+            counts = c["status"].value_counts().to_dict()
+            worst = next((k for k in ("missing", "overdue", "deviant", "pending",
+                                      "unscheduled", "received") if counts.get(k)), "pending")
+            text = " / ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            cells.append({"css": f"cell-{worst}", "text": text})
+        matrix.append((site, cells))
+    problems = completeness[~completeness["status"].isin(["received"])].to_dict("records")
+    ctx = _common("Study dashboard", "completeness, deviations and QC pass rates",
+                  config_hash, 0)
+    ctx["nav"] = [("Harmonization", "harmonization.html")] + [
+        (f"Site {s}", f"sites/{s}.html") for s in sorted(sites["site"])]
+    ctx.update(n_sessions=len(completeness), n_images=len(images),
+               pass_rate=float(images["verdict"].isin(["pass", "warn"]).mean()),
+               n_table=n_table, visits=visits, matrix=matrix, problems=problems,
+               sites=sites.to_dict("records"), excluded=excluded.fillna("").to_dict("records"))
+    return _write(out / "index.html", env.get_template("dashboard.html").render(**ctx))
+
+
+def _distribution_figure(raw: pd.DataFrame, harm: pd.DataFrame, feature: str) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 2.6), sharey=False)
+    epochs = sorted(raw["epoch"].unique())
+    for ax, df, title in ((axes[0], raw, "before"), (axes[1], harm, "after")):
+        data = [pd.to_numeric(df.loc[df["epoch"] == e, feature]).to_numpy() for e in epochs]
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(epochs) + 1), epochs, rotation=60, fontsize=7)
+        ax.set_title(f"{feature} {title}", fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return _fig_svg(fig)
+
+
+def render_harmonization(env, tables: Path, config, out: Path) -> Path:
+    raw = read_table(tables / "biomarkers_unharmonized.parquet")
+    harm = read_table(tables / "biomarkers_harmonized.parquet")
+    diag = json.loads((tables / "harmonization_diagnostics.json").read_text())
+    feats = diag["features"]
+    shown = [f for f in KEY_BIOMARKERS if f in feats]
+    effects = []
+    before, after = diag.get("covariate_effects_before", {}), diag.get(
+        "covariate_effects_after", {})
+    for term in before:
+        for f in shown:
+            b, a = before[term].get(f), after.get(term, {}).get(f)
+            if b is None or a is None:
+                continue
+            change = 100 * (a - b) / abs(b) if b else 0.0
+            effects.append({"feature": f, "term": term, "before": b, "after": a,
+                            "change": change})
+    counts = raw["epoch"].value_counts()
+    ctx = _common("Harmonization", "ComBat across scanner epochs: before and after",
+                  config.hash, 0)
+    ctx.update(auc_before=diag["site_auc_before"], auc_after=diag["site_auc_after"],
+               n_features=len(feats),
+               batches=sorted(counts.index), covariates=config["harmonization"]["covariates"],
+               distribution_figures=[(f, _distribution_figure(raw, harm, f)) for f in shown],
+               effects=effects)
+    return _write(out / "harmonization.html", env.get_template("harmonization.html").render(
+        **ctx))
+
+
+def render_reports(bids: Path, tables: Path, config, out: Path) -> dict[str, list[Path]]:
+    """Write every report under ``out``: index.html, harmonization.html, sites/, sessions/."""
+    bids, tables, out = Path(bids), Path(tables), Path(out)
+    env = _env()
+    q = qc_dir(bids)
+    images = read_table(q / "image_verdicts.tsv", as_text=True)
+    for col in ("rules_fired", "decided_by", "decision_reason", "reason", "deviations"):
+        images[col] = images[col].replace("n/a", "")
+    sites = read_table(q / "site_verdicts.tsv")
+    sites["flags"] = sites["flags"].fillna("")
+    drift = read_table(q / "drift.tsv")
+    completeness = read_table(bids / "derivatives" / "intake" / "completeness.tsv",
+                              as_text=True)
+    excluded = read_table(tables / "excluded_sessions.tsv", as_text=True)
+    n_table = len(read_table(tables / "biomarkers_harmonized.parquet"))
+    written = {"sessions": [], "sites": []}
+    for _, row in images.iterrows():
+        written["sessions"].append(render_session(env, row, images, bids, out, config.hash))
+    for site in sorted(sites["site"]):
+        written["sites"].append(render_site(env, site, images, sites, drift, completeness,
+                                            out, config.hash))
+    written["dashboard"] = [render_dashboard(env, images, sites, completeness, excluded,
+                                             n_table, out, config.hash)]
+    written["harmonization"] = [render_harmonization(env, tables, config, out)]
+    return written

@@ -1,0 +1,126 @@
+"""Acceptance on the small virtual trial, computed from the pipeline's outputs alone and
+compared with the generator's ground truth (which the pipeline never reads)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trialprep.harmonization.diagnostics import site_prediction_auc
+from trialprep.keys import StudyKey
+
+pytestmark = pytest.mark.xdist_group("pipeline")
+
+
+@pytest.fixture(scope="module")
+def truth(small_study):
+    trial = small_study["trial"]
+    key = StudyKey((trial / "secrets" / "study.key").read_text().strip().encode())
+    t = pd.read_csv(trial / "truth" / "sessions.tsv", sep="\t", dtype={"visit": str})
+    t["participant_id"] = ["sub-" + key.label("subject", s, p)
+                           for s, p in zip(t["site"], t["patient_id"], strict=True)]
+    t["session_id"] = "ses-" + t["visit"]
+    return t
+
+
+@pytest.fixture(scope="module")
+def tables(small_study):
+    d = small_study["out"] / "tables"
+    return {"raw": pd.read_parquet(d / "biomarkers_unharmonized.parquet"),
+            "harm": pd.read_parquet(d / "biomarkers_harmonized.parquet"),
+            "tsv": pd.read_csv(d / "biomarkers_harmonized.tsv", sep="\t"),
+            "dict": json.loads((d / "biomarkers_harmonized.json").read_text()),
+            "excluded": pd.read_csv(d / "excluded_sessions.tsv", sep="\t")}
+
+
+def test_run_prints_where_the_outputs_are(small_study):
+    for what in ("biomarker tables:", "reports:", "audit trail:"):
+        assert what in small_study["stdout"]
+
+
+def test_hippocampal_volume_tracks_the_planted_truth(small_study, truth, tables):
+    rows = tables["raw"].merge(truth, on=["participant_id", "session_id"])
+    assert len(rows) >= 0.8 * len(truth)
+    measured = rows["Left_Hippocampus_mm3"] + rows["Right_Hippocampus_mm3"]
+    planted = rows["hippocampus_left_mm3"] + rows["hippocampus_right_mm3"]
+    r = np.corrcoef(measured, planted)[0, 1]
+    assert r >= 0.9, r
+    assert np.corrcoef(rows["TIV_mm3"], rows["tiv_mm3"])[0, 1] >= 0.9
+
+
+def _features(df):
+    return [c for c in df.columns if c.endswith("_mm3") or c.endswith("_thickness_mm")]
+
+
+def test_site_prediction_auc_before_and_after(tables):
+    """Volumes relative to TIV; folds keep each participant's sessions together (else the
+    person, not the scanner, would be recognised). The issue's goal is >= 0.9 before and
+    <= 0.6 after; on the small trial (3 participants per site) the scanner effects reach
+    about 0.65-0.75 before (see the issue's notes), so this asserts the drop and the after."""
+    def auc(df):
+        feats = [c for c in _features(df) if c != "TIV_mm3"]
+        rel = df[feats].div(df["TIV_mm3"], axis=0).to_numpy()
+        return site_prediction_auc(rel, df["site"], folds=3, groups=df["participant_id"])
+
+    before, after = auc(tables["raw"]), auc(tables["harm"])
+    assert after <= 0.6, after
+    assert before >= 0.6 and before - after >= 0.15, (before, after)
+
+
+def test_age_slope_and_diagnosis_effect_recovered_after_harmonization(tables, truth):
+    harm = tables["harm"].merge(truth[["participant_id", "session_id", "age", "dx"]],
+                                on=["participant_id", "session_id"], suffixes=("", "_truth"))
+    hippo = np.log(harm["Left_Hippocampus_mm3"] + harm["Right_Hippocampus_mm3"])
+    ad = (harm["dx_truth"] == "AD").astype(float)
+    years = harm["age_truth"] - harm.groupby("participant_id")["age_truth"].transform("min")
+    design = np.column_stack([np.ones(len(harm)), harm["age_truth"] - 70, ad, ad * years,
+                              np.log(harm["TIV_mm3"])])
+    beta, *_ = np.linalg.lstsq(design, hippo, rcond=None)
+    # Planted: volume x (1 - 0.006 (age - 70)), x 0.85 for AD and a further -3 %/year in
+    # AD after baseline (log scale below).
+    age_slope, dx_effect = beta[1], np.expm1(beta[2])
+    assert age_slope == pytest.approx(np.log1p(-0.006), rel=0.10)
+    assert dx_effect == pytest.approx(-0.15, rel=0.10)
+
+
+def test_software_upgrade_site_is_split_into_two_epochs(small_study, tables):
+    truth = json.loads((small_study["trial"] / "truth" / "truth.json").read_text())
+    upgraded = truth["planted"]["software_upgrade"]["site"]
+    epochs = tables["harm"].groupby("site")["epoch"].nunique()
+    assert epochs[upgraded] == 2
+    assert (epochs.drop(upgraded) == 1).all()
+
+
+def test_table_rows_carry_provenance_and_a_dictionary(tables, small_study):
+    harm, dictionary = tables["harm"], tables["dict"]
+    assert harm["pipeline_version"].nunique() == 1
+    assert harm["config_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert harm["source_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    for col in harm.columns:
+        assert col in dictionary, col
+    assert dictionary["Left_Hippocampus_mm3"]["Units"] == "mm^3"
+    pd.testing.assert_frame_equal(tables["tsv"][["participant_id", "session_id"]],
+                                  harm[["participant_id", "session_id"]])
+    model = small_study["out"] / "tables" / "biomarkers_harmonized.combat.npz"
+    from trialprep.harmonization.model import ComBatModel
+
+    assert ComBatModel.load(model).provenance["config_sha256"] == harm["config_sha256"].iloc[0]
+
+
+def test_planted_problems_appear_in_site_report_and_dashboard(small_study):
+    truth = json.loads((small_study["trial"] / "truth" / "truth.json").read_text())
+    reports = small_study["out"] / "reports"
+    dashboard = (reports / "index.html").read_text()
+    off = truth["planted"]["off_protocol"]
+    missing = truth["planted"]["missing_visit"]
+    lyon = (reports / "sites" / f"{off['site']}.html").read_text()
+    assert "deviant" in lyon and ("SliceThickness" in lyon or "VoxelSize" in lyon)
+    assert "deviant" in dashboard
+    munich = (reports / "sites" / f"{missing['site']}.html").read_text()
+    assert "missing" in munich and "missing" in dashboard
+    upgrade = truth["planted"]["software_upgrade"]["site"]
+    site = (reports / "sites" / f"{upgrade}.html").read_text()
+    assert f"{upgrade}-e1" in site and f"{upgrade}-e2" in site

@@ -1,0 +1,332 @@
+"""One session's T1w through the anatomical workflow, written as BIDS derivatives.
+
+A session that cannot be processed (bad image, failed registration) still gets its
+biomarker row, with ``status`` = ``failed`` and the reason, so the study's other sessions
+go on and the failure is visible in the outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from trialprep import __version__
+from trialprep.bids import bids_path, parse_entities, sanitize_label
+from trialprep.config import StudyConfig
+from trialprep.provenance import environment_record, sha256_file, sha256_json, utc_now
+from trialprep.tables import read_table, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+#: Name of the pipeline's derivative dataset under ``BIDS/derivatives``.
+DERIVATIVES = "trialprep"
+TISSUE_LABELS = ("CSF", "GM", "WM")
+ID_COLUMNS = ("participant_id", "session_id", "status", "reason", "source", "source_sha256",
+              "pipeline_version", "config_sha256")
+
+
+class SessionError(RuntimeError):
+    """A session that cannot be processed; the message is the reason reported."""
+
+
+def derivatives_root(bids: Path) -> Path:
+    return Path(bids) / "derivatives" / DERIVATIVES
+
+
+def biomarker_row_path(bids: Path, subject: str, session: str) -> Path:
+    """The per-session biomarker row (the anatomical job's declared output)."""
+    return bids_path(derivatives_root(bids), "anat", "morph", ".tsv", sub=subject, ses=session,
+                     desc="biomarkers")
+
+
+def anat_config_hash(config: StudyConfig) -> str:
+    """Checksum of what determines the biomarkers: the anatomical settings."""
+    return sha256_json({"anat": config["anat"], "trialprep": __version__})
+
+
+def find_t1w(bids: Path, subject: str, session: str) -> tuple[Path, list[Path]]:
+    """The session's T1w (the first run) and any further runs left unprocessed."""
+    sub, ses = sanitize_label(subject), sanitize_label(session)
+    found = sorted((Path(bids) / f"sub-{sub}" / f"ses-{ses}" / "anat").glob(
+        f"sub-{sub}_ses-{ses}*_T1w.nii.gz"))
+    if not found:
+        raise SessionError(f"no T1w for sub-{sub} ses-{ses} in {bids}")
+    return found[0], found[1:]
+
+
+def sessions_with_t1w(bids: Path) -> list[tuple[str, str]]:
+    """(subject, session) of every session in the BIDS dataset that has a T1w."""
+    out = set()
+    for path in Path(bids).glob("sub-*/ses-*/anat/sub-*_T1w.nii.gz"):
+        ent = parse_entities(path.name)
+        out.add((ent["sub"], ent["ses"]))
+    return sorted(out)
+
+
+def write_dataset_description(root: Path) -> None:
+    """``dataset_description.json`` of the derivative dataset (GeneratedBy with versions)."""
+    env = environment_record()
+    pk = env["packages"]
+    container = env["container"]
+    generated = {"Name": "trialprep", "Version": __version__,
+                 "Description": "anatomical preprocessing: N4, template brain extraction, "
+                                "MNI152 registration, Atropos, DiReCT thickness, IQMs",
+                 "CodeURL": "https://github.com/trialprep/trialprep"}
+    if container != "native":
+        generated["Container"] = {"Type": "oci", "Tag": container}
+    desc = {
+        "Name": "trialprep anatomical derivatives", "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated] + [{"Name": n, "Version": pk[n]}
+                                      for n in ("antspyx", "nipype", "nibabel", "nilearn")],
+        "SourceDatasets": [{"URL": "bids::"}],
+        "EnvironmentLockSHA256": env["lock_sha256"],
+    }
+    path = root / "dataset_description.json"
+    if not path.exists() or read_json(path) != desc:
+        write_json(desc, path)
+
+
+def read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def _correlation_with_template(std_t1w: str, template: str, mask: str) -> float:
+    a = np.asarray(nib.load(std_t1w).dataobj, np.float64)
+    b = np.asarray(nib.load(template).dataobj, np.float64)
+    m = np.asarray(nib.load(mask).dataobj) > 0
+    if a[m].std() == 0:
+        return 0.0
+    return float(np.corrcoef(a[m], b[m])[0, 1])
+
+
+def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dict]:
+    """Run init_anat_preproc_wf; returns (outputnode outputs, per-node wall times)."""
+    from nipype import config as nipype_config
+
+    from trialprep.workflows.anat.base import collect_outputs, init_anat_preproc_wf
+    from trialprep.workflows.anat.templates import template_cache_dir
+
+    a = config["anat"]
+    nipype_config.set("execution", "crashdump_dir", str(work))
+    nipype_config.set("execution", "crashfile_format", "txt")
+    nipype_config.set("execution", "stop_on_first_crash", "true")
+    nipype_config.set("execution", "remove_unnecessary_outputs", "false")
+    nipype_config.set("logging", "workflow_level", "WARNING")
+    nipype_config.set("logging", "interface_level", "WARNING")
+    from nipype import logging as nipype_logging
+
+    nipype_logging.update_logging(nipype_config)
+    wf = init_anat_preproc_wf(
+        template_dir=template_cache_dir(), resolution=a["template_resolution"],
+        transform=a["transform"], seed=a["seed"], single_threaded=a["single_threaded"],
+        prior_weight=a["prior_weight"], thickness=a["thickness"]["enabled"],
+        thickness_iterations=a["thickness"]["iterations"])
+    wf.base_dir = str(work)
+    wf.inputs.inputnode.t1w = str(t1w)
+    graph = wf.run(plugin="Linear")
+    outputs, timings = collect_outputs(wf, graph), {}
+    for node in graph.nodes():
+        runtime = getattr(node.result, "runtime", None)
+        duration = getattr(runtime, "duration", None) if runtime is not None else None
+        if duration is not None:
+            timings[node.name] = round(float(duration), 3)
+    return outputs, timings
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """A one-line reason from an exception (Nipype wraps node errors in tracebacks)."""
+    from trialprep.workflows.anat.interfaces import InvalidT1wError
+
+    if isinstance(exc, InvalidT1wError | SessionError):
+        return str(exc)
+    text = str(exc)
+    for marker in ("InvalidT1wError: ", "SessionError: "):
+        if marker in text:
+            return text.split(marker)[-1].strip().splitlines()[0]
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    return f"processing failed: {type(exc).__name__}: {last}"[:500]
+
+
+class SessionWriter:
+    """Names and writes one session's derivative files, each with a provenance sidecar."""
+
+    def __init__(self, bids: Path, subject: str, session: str, provenance: dict):
+        self.root = derivatives_root(bids)
+        self.sub, self.ses = subject, session
+        self.provenance = provenance
+        self.written: dict[str, Path] = {}
+
+    def path(self, suffix: str, extension: str, **entities) -> Path:
+        return bids_path(self.root, "anat", suffix, extension, sub=self.sub, ses=self.ses,
+                         **entities)
+
+    def copy(self, key: str, src: str, suffix: str, extension: str = ".nii.gz",
+             description: str = "", **entities) -> Path:
+        dest = self.path(suffix, extension, **entities)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dest)
+        self.written[key] = dest
+        if extension in (".nii.gz", ".nii"):
+            sidecar = {"Description": description, **self.provenance}
+            write_json(sidecar, dest.with_name(dest.name.split(".")[0] + ".json"))
+        return dest
+
+    def figure(self, name: str, desc: str) -> Path:
+        from trialprep.bids import bids_name
+
+        out = self.root / f"sub-{self.sub}" / "figures" / bids_name(
+            "T1w", ".svg", sub=self.sub, ses=self.ses, desc=desc)
+        self.written[name] = out
+        return out
+
+
+def _biomarkers(outputs: dict, thickness_on: bool) -> dict:
+    vols = read_table(outputs["volumes"]).iloc[0].to_dict()
+    row = {f"{k}_mm3": float(v) for k, v in vols.items()}
+    if thickness_on:
+        for region, value in outputs["regional_thickness"].items():
+            key = ("mean_cortical" if region == "mean_cortex" else region)
+            row[f"{key}_thickness_mm"] = float(value)
+    return row
+
+
+def column_dictionary(row: dict) -> dict:
+    """JSON sidecar of the biomarker row: every column's description and unit."""
+    fixed = {
+        "participant_id": {"Description": "keyed pseudonym of the participant"},
+        "session_id": {"Description": "visit (BIDS session)"},
+        "status": {"Description": "ok, or failed (the session's biomarkers are missing)",
+                   "Levels": {"ok": "processed", "failed": "not processed, see reason"}},
+        "reason": {"Description": "why the session failed (empty when ok)"},
+        "source": {"Description": "the T1w the biomarkers come from (BIDS URI)"},
+        "source_sha256": {"Description": "SHA-256 of the source T1w file"},
+        "pipeline_version": {"Description": "trialprep version that produced the row"},
+        "config_sha256": {"Description": "SHA-256 of the anatomical settings and version"},
+    }
+    out = {}
+    for col in row:
+        if col in fixed:
+            out[col] = fixed[col]
+        elif col.endswith("_GM_mm3"):
+            out[col] = {"Description": "grey-matter volume within the Harvard-Oxford cortical "
+                                       f"region {col[:-7]}", "Units": "mm^3"}
+        elif col.endswith("_mm3"):
+            name = col[:-4]
+            what = {"TIV": "total intracranial volume (brain mask)",
+                    "GM": "grey-matter volume", "WM": "white-matter volume",
+                    "CSF": "cerebrospinal-fluid volume (within the brain mask)"}.get(
+                name, f"volume of the Harvard-Oxford region {name} within the brain mask")
+            out[col] = {"Description": what, "Units": "mm^3"}
+        elif col.endswith("_thickness_mm"):
+            name = col[: -len("_thickness_mm")]
+            what = ("mean DiReCT cortical thickness over the whole cortex"
+                    if name == "mean_cortical"
+                    else f"mean DiReCT cortical thickness in the Harvard-Oxford region {name}")
+            out[col] = {"Description": what, "Units": "mm"}
+    return out
+
+
+def run_anat_session(bids: Path, subject: str, session: str, config: StudyConfig,
+                     work: Path | None = None) -> dict:
+    """Process one session; write its derivatives and biomarker row; return the row."""
+    bids = Path(bids)
+    sub, ses = sanitize_label(subject), sanitize_label(session)
+    root = derivatives_root(bids)
+    work = Path(work or bids.parent / "work" / "anat") / f"sub-{sub}_ses-{ses}"
+    work.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(root)
+    a = config["anat"]
+    row = {"participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "status": "ok",
+           "reason": "", "source": "", "source_sha256": "",
+           "pipeline_version": __version__, "config_sha256": anat_config_hash(config)}
+    started, t0 = utc_now(), time.perf_counter()
+    provenance = {"GeneratedBy": [{"Name": "trialprep", "Version": __version__}],
+                  "Parameters": a, "Seed": a["seed"], "Environment": environment_record()}
+    writer = SessionWriter(bids, sub, ses, provenance)
+    try:
+        t1w, extra_runs = find_t1w(bids, sub, ses)
+        row["source"] = f"bids::{t1w.relative_to(bids).as_posix()}"
+        row["source_sha256"] = sha256_file(t1w)
+        provenance["Sources"] = [row["source"]]
+        provenance["SourceChecksums"] = {row["source"]: row["source_sha256"]}
+        if extra_runs:
+            provenance["UnprocessedRuns"] = [p.name for p in extra_runs]
+        from trialprep.workflows.anat.interfaces import check_t1w
+
+        check_t1w(str(t1w))
+        outputs, timings = _run_workflow(t1w, config, work)
+        corr = _correlation_with_template(outputs["std_warped"], outputs["template"],
+                                          outputs["template_mask"])
+        if corr < a["registration_min_correlation"]:
+            raise SessionError(f"registration to {a['template']} failed: correlation with "
+                               f"the template {corr:.2f} < {a['registration_min_correlation']}")
+        provenance["WallTimeSeconds"] = round(time.perf_counter() - t0, 1)
+        provenance["NodeWallTimeSeconds"] = timings
+        provenance["Started"], provenance["Finished"] = started, utc_now()
+        _write_outputs(writer, outputs, a, corr)
+        row.update(_biomarkers(outputs, a["thickness"]["enabled"]))
+    except Exception as exc:  # reported in the session's outputs, never fatal to the study
+        row["status"], row["reason"] = "failed", _failure_reason(exc)
+        log.debug("session sub-%s ses-%s failed:\n%s", sub, ses, traceback.format_exc())
+    out = biomarker_row_path(bids, sub, ses)
+    write_json({**column_dictionary(row), "_provenance": {
+        k: v for k, v in provenance.items() if k != "Environment"}},
+        out.with_suffix("").with_suffix(".json"))
+    write_table(pd.DataFrame([row]), out)  # last: its presence means the session is done
+    if row["status"] == "ok" and not a["keep_work"]:
+        shutil.rmtree(work, ignore_errors=True)
+    return row
+
+
+def _write_outputs(w: SessionWriter, o: dict, a: dict, corr: float) -> None:
+    space = a["template"]
+    w.copy("preproc", o["t1w_preproc"], "T1w", desc="preproc",
+           description="N4 bias-corrected T1w")
+    w.copy("bias", o["bias_field"], "T1w", desc="biasfield", description="N4 bias field")
+    w.copy("mask", o["brain_mask"], "mask", desc="brain",
+           description="brain mask: the template mask brought to native space")
+    w.copy("dseg", o["dseg"], "dseg", description="Atropos tissue labels: 1 CSF, 2 GM, 3 WM")
+    for label, path in zip(TISSUE_LABELS, o["probseg"], strict=True):
+        w.copy(f"probseg_{label}", path, "probseg", label=label,
+               description=f"Atropos {label} posterior probability")
+    w.copy("atlas", o["atlas_native"], "dseg", desc=a["atlas"],
+           description=f"{a['atlas']} atlas labels warped to native space")
+    w.copy("std", o["std_warped"], "T1w", space=space, desc="preproc",
+           description=f"bias-corrected T1w in {space}")
+    fwd, inv = list(o["forward_transforms"]), list(o["inverse_transforms"])
+    for key, src in (("xfm_warp", fwd[0]), ("xfm_affine", fwd[-1])):
+        ext = ".mat" if src.endswith(".mat") else ".nii.gz"
+        kind = "affine" if ext == ".mat" else "warp"
+        w.copy(key, src, "xfm", ext, **{"from": "T1w", "to": space, "mode": "image"},
+               desc=kind, description=f"T1w -> {space} {kind}")
+    inv_warp = [p for p in inv if p.endswith(".nii.gz")]
+    if inv_warp:
+        w.copy("xfm_inverse_warp", inv_warp[0], "xfm", **{"from": space, "to": "T1w",
+                                                           "mode": "image"},
+               desc="warp", description=f"{space} -> T1w warp (after the inverse affine)")
+    if o.get("thickness"):
+        w.copy("thickness", o["thickness"], "thickness", desc="DiReCT",
+               description="DiReCT cortical thickness (mm), 0 outside the cortex")
+    iqms = dict(o["iqms"], reg_correlation=corr)
+    iqm_path = w.path("T1w", ".json", desc="iqms")
+    write_json({**iqms, "_provenance": w.provenance}, iqm_path)
+    w.written["iqms"] = iqm_path
+    from trialprep.workflows.anat.reportlets import plot_registration, plot_segmentation
+
+    plot_segmentation(o["t1w_preproc"], o["brain_mask"], o["dseg"], w.figure("fig_seg", "seg"))
+    plot_registration(o["std_warped"], o["template"], o["template_mask"],
+                      w.figure("fig_reg", "registration"))

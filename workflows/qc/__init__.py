@@ -1,0 +1,1 @@
+"""QC gates: verdicts per image and site, scanner epochs and drift, human decisions."""
