@@ -18,7 +18,7 @@ demo: venv
 test: venv
 	@bash scripts/install-chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

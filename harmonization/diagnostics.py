@@ -80,9 +80,13 @@ def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
               categorical: Sequence[str] = (), features: Sequence[str] | None = None,
               seed: int = 0, groups=None) -> dict:
     """Before/after diagnostics as a JSON-ready dict."""
+    try:
+        aucs = {"site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups),
+                "site_auc_after": site_prediction_auc(after, batch, seed=seed, groups=groups)}
+    except ValueError as exc:  # too few participants per batch: the table is still valid
+        aucs = {"site_auc_before": None, "site_auc_after": None, "site_auc_note": str(exc)}
     out = {
-        "site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups),
-        "site_auc_after": site_prediction_auc(after, batch, seed=seed, groups=groups),
+        **aucs,
         "batch_r2_before": batch_variance_explained(before, batch).tolist(),
         "batch_r2_after": batch_variance_explained(after, batch).tolist(),
         "features": list(features) if features is not None else None,

@@ -1,8 +1,23 @@
-# QC gates, the harmonized biomarker table and the reports. Cheap steps: `trialprep run`
-# removes the verdicts before each run, so new overrides and ratings are applied on the next run.
+# QC gates, the harmonized biomarker table and the reports. Cheap steps, re-run when what
+# they read changes: people's decisions (decisions.tsv, rewritten by `trialprep qc override`
+# and `trialprep qc import`), the gate rules or the harmonization settings (params).
+from trialprep.provenance import sha256_json
+
 QC = BIDS / "derivatives" / "qc"
 TABLES = OUT / "tables"
 REPORTS = OUT / "reports"
+
+
+rule qc_decisions:
+    """People's latest QC decisions (overrides, report ratings) from the audit trail."""
+    output:
+        QC / "decisions.tsv",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "trialprep qc decisions {BIDS:q}"
 
 
 rule qc_gates:
@@ -10,10 +25,13 @@ rule qc_gates:
     input:
         DERIV / "biomarkers_morph.tsv",
         INTAKE / "intake_complete.json",
+        QC / "decisions.tsv",
     output:
         QC / "image_verdicts.tsv",
         QC / "site_verdicts.tsv",
         QC / "drift.tsv",
+    params:
+        gates=sha256_json(STUDY.qc),
     threads: 1
     resources:
         mem_mb=2000,
@@ -32,6 +50,8 @@ rule biomarker_table:
         TABLES / "biomarkers_unharmonized.parquet",
         TABLES / "excluded_sessions.tsv",
         TABLES / "harmonization_diagnostics.json",
+    params:
+        harmonization=sha256_json(STUDY["harmonization"]),
     threads: 2
     resources:
         mem_mb=4000,

@@ -62,9 +62,6 @@ def run(args: argparse.Namespace) -> int:
     bids = args.out / "bids"
     if not args.dry_run:
         _audit_run(bids, study, cmd)
-        # New overrides and ratings apply on every run: the gate verdicts are redone (and
-        # with them the table and reports) whenever the target needs them.
-        (bids / "derivatives" / "qc" / "image_verdicts.tsv").unlink(missing_ok=True)
     rc = subprocess.call(cmd, env=env)
     if not args.dry_run:
         from trialprep.audit import study_audit

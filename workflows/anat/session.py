@@ -229,7 +229,8 @@ def column_dictionary(row: dict) -> dict:
             what = {"TIV": "total intracranial volume (brain mask)",
                     "GM": "grey-matter volume", "WM": "white-matter volume",
                     "CSF": "cerebrospinal-fluid volume (within the brain mask)"}.get(
-                name, f"volume of the Harvard-Oxford region {name} within the brain mask")
+                name, f"volume of the Harvard-Oxford region {name} within the brain mask "
+                      "(maximum-probability label, voxels at least 25 % likely)")
             out[col] = {"Description": what, "Units": "mm^3"}
         elif col.endswith("_thickness_mm"):
             name = col[: -len("_thickness_mm")]

@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("ratings", type=Path)
     i.add_argument("--bids", type=Path, required=True)
     i.set_defaults(func=run_import)
+    d = qc.add_parser("decisions", help="write the latest QC decisions (derivatives/qc/"
+                      "decisions.tsv) from the audit trail")
+    d.add_argument("bids", type=Path)
+    d.set_defaults(func=run_decisions)
 
     a = sub.add_parser("audit", help="the study's audit trail")
     av = a.add_subparsers(dest="audit_command", required=True)
@@ -68,11 +72,14 @@ def run_gate(args: argparse.Namespace) -> int:
 
 def run_override(args: argparse.Namespace) -> int:
     from trialprep.audit import study_audit
+    from trialprep.workflows.qc.gates import write_decisions
 
     key = _known_image(args.bids, args.image)
-    entry = study_audit(args.bids).append(
+    audit = study_audit(args.bids)
+    entry = audit.append(
         "override", {"image": key, "verdict": args.verdict, "reason": args.reason},
         actor=args.by)
+    write_decisions(args.bids, audit)
     print(f"{key}: {args.verdict} by {args.by} (audit entry {entry['seq']}); applied at the "
           "next gate run")
     return 0
@@ -81,6 +88,7 @@ def run_override(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from trialprep.audit import study_audit
     from trialprep.cli import UserError
+    from trialprep.workflows.qc.gates import write_decisions
 
     try:
         data = json.loads(args.ratings.read_text())
@@ -100,7 +108,15 @@ def run_import(args: argparse.Namespace) -> int:
                                 "reason": r.get("reason") or "rated in the HTML report",
                                 "rated_at": data.get("exported")}, actor=str(rater))
         n += 1
+    write_decisions(args.bids, audit)
     print(f"{n} rating(s) by {rater} recorded; applied at the next gate run")
+    return 0
+
+
+def run_decisions(args: argparse.Namespace) -> int:
+    from trialprep.workflows.qc.gates import write_decisions
+
+    print(f"decisions: {write_decisions(args.bids)}")
     return 0
 
 

@@ -161,6 +161,18 @@ def latest_decisions(audit: AuditLog) -> dict[str, dict]:
     return out
 
 
+DECISION_COLUMNS = ("image", "verdict", "reason", "by", "when", "seq")
+
+
+def write_decisions(bids: Path, audit: AuditLog | None = None) -> Path:
+    """People's latest QC decisions as ``derivatives/qc/decisions.tsv``. The gate rule reads
+    it, so recording an override or a rating re-runs the gates (and the table, the reports)."""
+    decisions = latest_decisions(audit or study_audit(bids))
+    df = pd.DataFrame([{"image": img, **{c: d[c] for c in DECISION_COLUMNS[1:]}}
+                       for img, d in sorted(decisions.items())], columns=list(DECISION_COLUMNS))
+    return write_table(df, qc_dir(bids) / "decisions.tsv")
+
+
 def apply_decisions(df: pd.DataFrame, decisions: dict[str, dict]) -> pd.DataFrame:
     out = df.copy()
     out["verdict"] = out["verdict_auto"]
