@@ -12,9 +12,17 @@ INTAKE = BIDS / "derivatives" / "intake"
 SITES = sorted(STUDY["sites"])
 
 
+# Bookkeeping steps run where Snakemake runs, not as cluster jobs.
+localrules:
+    all,
+    intake_complete,
+    qc_decisions,
+
+
 include: "rules/intake.smk"
 include: "rules/anat.smk"
 include: "rules/qc.smk"
+include: "rules/provenance.smk"
 
 
 rule all:
@@ -23,3 +31,4 @@ rule all:
         DERIV / "biomarkers_morph.tsv",
         TABLES / "biomarkers_harmonized.parquet",
         REPORTS / "index.html",
+        OUT / "provenance" / "study.prov.json",

@@ -14,7 +14,7 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trialprep import run, status
+    from trialprep import prov_export, run, status
     from trialprep.harmonization import cli as harmonize_cli
     from trialprep.harmonization import table_cli
     from trialprep.qc_reports import cli as report_cli
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (demo_cli, intake_cli, anat_cli, qc_cli, harmonize_cli, table_cli,
-                   report_cli, run, status):
+                   report_cli, prov_export, run, status):
         module.add_parser(sub)
     return parser
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from trialprep.paths import project_root
@@ -19,15 +22,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--trial", type=Path, help="a virtual trial folder (uses its study.yaml)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--profile", default="local",
+                   help="Snakemake profile: a name in config/profiles (local, slurm, "
+                   "slurm-local) or a profile folder (default: local)")
     p.add_argument("--dry-run", action="store_true", help="show the jobs, run nothing")
     p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
                    help="after --: extra Snakemake arguments")
     p.set_defaults(func=run)
 
 
+def profile_dir(profile: str | Path) -> Path:
+    """A profile by name (``config/profiles/NAME``) or by path; it must hold config.yaml."""
+    from trialprep.paths import config_dir
+
+    path = Path(profile)
+    if not path.is_dir():
+        path = config_dir() / "profiles" / str(profile)
+    if not (path / "config.yaml").is_file():
+        known = sorted(p.name for p in (config_dir() / "profiles").iterdir() if p.is_dir())
+        raise FileNotFoundError(f"profile {profile!r} not found (a folder with config.yaml, "
+                                f"or one of: {', '.join(known)})")
+    return path.resolve()
+
+
 def snakemake_command(study: Path, out: Path, cores: int, dry_run: bool = False,
-                      extra: list[str] | None = None) -> list[str]:
+                      extra: list[str] | None = None,
+                      profile: str | Path = "local") -> list[str]:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(project_root() / "Snakefile"),
+           "--profile", str(profile_dir(profile)),
            "--directory", str(out), "--config", f"study={study.resolve()}",
            f"out={out.resolve()}", "--cores", str(cores), "--rerun-incomplete",
            "--printshellcmds"]
@@ -36,18 +58,36 @@ def snakemake_command(study: Path, out: Path, cores: int, dry_run: bool = False,
     return cmd + [a for a in (extra or []) if a != "--"]
 
 
-def _audit_run(bids: Path, study: Path, cmd: list[str]) -> None:
+@contextmanager
+def exclusive_run(out: Path) -> Iterator[bool]:
+    """Hold ``OUT/.trialprep-run.lock`` for the run (the kernel drops it if the process
+    dies). Yields whether Snakemake's own lock is stale: it exists although no run holds
+    ours, i.e. the last run was killed."""
+    from trialprep.cli import UserError
+
+    with open(out / ".trialprep-run.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another trialprep run is using {out}; wait for it to "
+                            "finish") from None
+        locks = out / ".snakemake" / "locks"
+        yield locks.is_dir() and any(locks.iterdir())
+
+
+def _audit_run(bids: Path, study: Path, cmd: list[str], profile: Path) -> None:
     """Record the run (configuration, versions, environment) before it starts."""
     from trialprep.audit import study_audit
     from trialprep.config import load_config
-    from trialprep.provenance import environment_record
+    from trialprep.provenance import environment_record, sha256_file
 
     config = load_config(study)
     env = environment_record()
     study_audit(bids).append("run", {
         "event": "started", "config_sha256": config.hash, "trialprep": env["trialprep"],
         "snakemake": env["packages"]["snakemake"], "lock_sha256": env["lock_sha256"],
-        "container": env["container"], "profile": "local",
+        "container": env["container"], "profile": profile.name,
+        "profile_sha256": sha256_file(profile / "config.yaml"),
         "command": [c for c in cmd[1:] if not c.startswith("study=")]})
 
 
@@ -58,11 +98,19 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = snakemake_command(study, args.out, args.cores, args.dry_run, args.snakemake_args)
+    profile = profile_dir(args.profile)
+    cmd = snakemake_command(study, args.out, args.cores, args.dry_run, args.snakemake_args,
+                            profile)
     bids = args.out / "bids"
-    if not args.dry_run:
-        _audit_run(bids, study, cmd)
-    rc = subprocess.call(cmd, env=env)
+    with exclusive_run(args.out) as stale:
+        if stale and not args.dry_run:
+            # The previous run was killed (its lock survived it): release Snakemake's lock;
+            # --rerun-incomplete then redoes the jobs it left half-done.
+            print("trialprep run: the previous run in this folder was interrupted; resuming")
+            subprocess.call([*cmd, "--unlock"], env=env, stdout=subprocess.DEVNULL)
+        if not args.dry_run:
+            _audit_run(bids, study, cmd, profile)
+        rc = subprocess.call(cmd, env=env)
     if not args.dry_run:
         from trialprep.audit import study_audit
 

@@ -124,3 +124,31 @@ def test_planted_problems_appear_in_site_report_and_dashboard(small_study):
     upgrade = truth["planted"]["software_upgrade"]["site"]
     site = (reports / "sites" / f"{upgrade}.html").read_text()
     assert f"{upgrade}-e1" in site and f"{upgrade}-e2" in site
+
+
+def test_prov_export_links_every_table_row_to_its_dicom_series(small_study, tables, truth):
+    from prov.model import ProvDocument
+
+    path = small_study["out"] / "provenance" / "study.prov.json"
+    doc = ProvDocument.deserialize(source=str(path), format="json")
+    derived = {}  # entity -> what it was derived from
+    for rec in doc.get_records():
+        if rec.get_type().localpart == "Derivation":
+            attrs = dict(rec.formal_attributes)
+            gen = str(attrs[next(k for k in attrs if k.localpart == "generatedEntity")])
+            used = str(attrs[next(k for k in attrs if k.localpart == "usedEntity")])
+            derived.setdefault(gen, set()).add(used)
+    series = pd.read_csv(small_study["bids"] / "derivatives" / "intake" / "series.tsv",
+                         sep="\t", dtype=str)
+    uid = {f: r.series for r in series.itertuples() for f in str(r.bids_files).split(";")}
+    table = "table:biomarkers_harmonized.parquet"
+    assert len(derived[table]) == len(tables["harm"])
+    for r in tables["harm"].itertuples():
+        row = f"row:{r.participant_id}_{r.session_id}"
+        assert row in derived[table]
+        (t1w,) = derived[row]
+        assert t1w == "bids:" + r.source.removeprefix("bids::")
+        assert derived[t1w] == {f"series:{uid[r.source.removeprefix('bids::')]}"}
+    text = path.read_text()
+    for name in truth["patient_id"]:  # no PHI in the provenance graph
+        assert name not in text
