@@ -5,7 +5,7 @@ DEMO_DIR ?= demo_out
 DEMO_SIZE ?= default
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench containers clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -27,6 +27,12 @@ bench: venv
 	$(BIN)/python -m benchmarks.intake
 	$(BIN)/python -m benchmarks.harmonization
 	$(BIN)/python -m benchmarks.anat
+	$(BIN)/python -m benchmarks.dag
+
+containers:
+	bash scripts/build-containers.sh
+	@if command -v apptainer >/dev/null; then apptainer build trialprep.sif containers/trialprep.def; \
+	else echo "apptainer not installed: build trialprep.sif on the cluster from containers/trialprep.def"; fi
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .snakemake

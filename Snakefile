@@ -12,6 +12,11 @@ INTAKE = BIDS / "derivatives" / "intake"
 SITES = sorted(STUDY["sites"])
 
 
+# Every job runs in the pipeline image when Snakemake is given `--sdm apptainer` and the
+# study names one (containers/trialprep.def); otherwise in the current environment.
+container: STUDY["container"]
+
+
 # Bookkeeping steps run where Snakemake runs, not as cluster jobs.
 localrules:
     all,

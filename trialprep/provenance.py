@@ -82,7 +82,14 @@ def environment_record() -> dict:
 
 
 def container_id() -> str:
-    """Container image identity when running in one, else ``native``."""
+    """The image a job runs in, else ``native`` (the lock hash then identifies the
+    environment). A runner that knows the digest passes ``TRIALPREP_CONTAINER_DIGEST``
+    (``tag@sha256:...``); Apptainer sets ``APPTAINER_CONTAINER`` (the .sif); the image
+    itself carries its tag in ``TRIALPREP_CONTAINER_IMAGE``."""
     import os
 
-    return os.environ.get("TRIALPREP_CONTAINER_IMAGE", "native")
+    for var in ("TRIALPREP_CONTAINER_DIGEST", "APPTAINER_CONTAINER",
+                "TRIALPREP_CONTAINER_IMAGE"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return "native"

@@ -19,7 +19,7 @@ from tests.pipeline.conftest import trialprep_run
 
 pytestmark = pytest.mark.xdist_group("pipeline")
 
-REDONE = 4  # sessions whose anatomical outputs the interrupted run has to produce
+REDONE = 2  # sessions whose anatomical outputs the interrupted run has to produce
 
 
 def _copy_study(src: Path, dst: Path) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from trialprep import __version__
+from trialprep.provenance import container_id, lock_hash
 from trialprep.tables import write_table
 
 MANIFEST_COLUMNS = ["site", "source_id", "sha256", "size", "outcome", "reason", "series",
@@ -64,9 +65,12 @@ def upsert(bids: Path, name: str, columns: list[str], rows: list[dict],
 
 def write_description(bids: Path) -> None:
     path = intake_dir(bids) / "dataset_description.json"
+    generated = {"Name": "trialprep", "Version": __version__,
+                 "Description": "DICOM intake: de-identification, protocol check, "
+                                "conversion, manifest and completeness"}
+    if container_id() != "native":
+        generated["Container"] = {"Type": "oci", "Tag": container_id()}
     desc = {"Name": "trialprep intake records", "BIDSVersion": "1.10.0",
-            "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "trialprep", "Version": __version__,
-                             "Description": "DICOM intake: de-identification, protocol check, "
-                                            "conversion, manifest and completeness"}]}
+            "DatasetType": "derivative", "GeneratedBy": [generated],
+            "EnvironmentLockSHA256": lock_hash()}
     path.write_text(json.dumps(desc, indent=2) + "\n")
