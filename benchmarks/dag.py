@@ -87,13 +87,14 @@ def main(argv: list[str] | None = None) -> None:
             ref_txt = f"{ref:.1f}" if ref else "not run"
             rows.append(f"| {n} | {ours:.1f} | {ref_txt} | {ratio} |")
             print(rows[-1], flush=True)
-    body = ("Synthetic BIDS dataset (one empty T1w NIfTI + a one-field sidecar per session, intake marked "
-            "complete). trialprep: wall time of `trialprep run --dry-run` (process start, "
-            "config validation, DAG with one anatomical job per session plus the study-level "
-            "jobs). pybids 0.22: `BIDSLayout(validate=False)` indexing the same folder, "
-            "the step a pybids-based DAG would start with. Ratio = pybids / trialprep. "
-            "Goal (issue 6): 10 000 sessions in at most 60 s.\n\n"
-            "| sessions | trialprep dry run (s) | pybids index (s) | ratio |\n|---|---|---|---|\n"
+    body = ("Synthetic BIDS dataset (one empty T1w NIfTI + a one-field sidecar per session, "
+            "intake marked complete). trialprep: wall time of `trialprep run --dry-run` "
+            "(process start, config validation, DAG with one anatomical job per session plus "
+            "the study-level jobs). pybids 0.22: `BIDSLayout(validate=False)` indexing the "
+            "same folder, the step a pybids-based DAG would start with. Ratio = pybids / "
+            "trialprep. Goal (issue 6): 10 000 sessions in at most 60 s.\n\n"
+            "| sessions | trialprep dry run (s) | pybids index (s) | ratio |\n"
+            "|---|---|---|---|\n"
             + "\n".join(rows))
     write_section("Snakemake DAG build", body)
 

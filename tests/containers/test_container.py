@@ -1,6 +1,6 @@
 """The pipeline image, built with podman from Debian's archive and the lock
-(scripts/build-containers.sh), runs the intake rule's command on a virtual-trial site drop
-and produces the same BIDS dataset as the native run."""
+(scripts/build-containers.sh), runs the intake rules (Snakemake inside the container) on a
+virtual trial's site drops and produces the same BIDS dataset as the native run."""
 
 from __future__ import annotations
 
@@ -31,11 +31,10 @@ def image() -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def intake_command(trial: Path, bids: Path) -> list[str]:
-    """The command of rules/intake.smk's intake_site for the boston drop."""
-    return ["trialprep", "intake", str(trial / "drops" / "boston"), "--site", "boston",
-            "--bids", str(bids), "--config", str(trial / "study.yaml"),
-            "--summary", str(bids.parent / "boston.json")]
+def intake_command(trial: Path, out: Path) -> list[str]:
+    """The intake rules (rules/intake.smk: one job per site, then the checkpoint)."""
+    return ["trialprep", "run", "--config", str(trial / "study.yaml"), "--out", str(out),
+            "--cores", "2", "--", "intake_complete"]
 
 
 def raw_files(bids: Path) -> dict[str, str]:
@@ -49,8 +48,8 @@ def test_intake_in_the_container_equals_the_native_run(image, tmp_path):
     native, boxed = tmp_path / "native" / "bids", tmp_path / "boxed" / "bids"
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run(intake_command(trial, native), capture_output=True, text=True,
-                          env=env)
+    proc = subprocess.run(intake_command(trial, native.parent), capture_output=True,
+                          text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     boxed.parent.mkdir()
     digest = subprocess.run(["podman", "image", "inspect", "--format", "{{.Digest}}", image],
@@ -62,14 +61,15 @@ def test_intake_in_the_container_equals_the_native_run(image, tmp_path):
         ["podman", "run", "--rm", "--network=none",
          "-v", f"{trial}:{trial}:ro", "-v", f"{boxed.parent}:{boxed.parent}",
          "-e", f"TRIALPREP_CONTAINER_DIGEST={image}@{digest}", image,
-         *intake_command(trial, boxed)],
+         *intake_command(trial, boxed.parent)],
         capture_output=True, text=True, timeout=900,
         env={**os.environ, "CONTAINERS_CONF": str(CONF)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert raw_files(boxed) == raw_files(native)
     cols = ["source_id", "sha256", "outcome", "reason", "bids_files"]
     manifest = [pd.read_csv(b / "derivatives" / "intake" / "manifest.tsv", sep="\t",
-                            dtype=str, keep_default_na=False)[cols] for b in (native, boxed)]
+                            dtype=str, keep_default_na=False)[cols]
+                .sort_values("source_id", ignore_index=True) for b in (native, boxed)]
     pd.testing.assert_frame_equal(*manifest)
     desc = json.loads((boxed / "derivatives" / "intake" / "dataset_description.json")
                       .read_text())
