@@ -25,7 +25,7 @@ def trial(tmp_path_factory):
     trial, out = root / "trial", root / "out"
     env = {k: v for k, v in os.environ.items() if k != "TRIALPREP_STUDY_KEY"}
     cli = [sys.executable, "-m", "trialprep.cli"]
-    subprocess.run([*cli, "demo", str(trial), "--size", "small", "--seed", "3"], check=True,
+    subprocess.run([*cli, "demo", str(trial), "--size", "tiny", "--seed", "3"], check=True,
                    env=env, capture_output=True)
     # Intake only (the Snakemake target), the later stages are tested in tests/pipeline.
     proc = subprocess.run([*cli, "run", "--trial", str(trial), "--out", str(out), "--cores",

@@ -26,7 +26,7 @@ def _copy_study(src: Path, dst: Path) -> list[str]:
     """A copy of the finished study without its tables, reports and the anatomical
     derivatives of REDONE sessions (as if the run had stopped before them)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".snakemake", "work", "tables",
-                                                            "reports", "provenance"))
+                                                            "reports", "provenance", "logs"))
     deriv = dst / "bids" / "derivatives" / "trialprep"
     rows = sorted(deriv.glob("sub-*/ses-*/anat/*_desc-biomarkers_morph.tsv"))[:REDONE]
     logs = []
@@ -53,7 +53,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_table(small_study, t
         assert proc.poll() is None, "the run ended before its anatomical jobs started"
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    time.sleep(8)  # in the middle of the registration
+    time.sleep(8)  # the job has started (its log exists): in the middle of registration
     assert proc.poll() is None, "the run finished before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
