@@ -68,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
     X = df[features]
     cov = df[covs] if covs else None
     batch = df[args.batch].astype(str).to_numpy()
+    settings = None  # fitted elsewhere (--apply): plain cross-validation is not leaky
     if args.apply is None:
-        model = core.fit(X, batch, cov, categorical=cat, smooth=smooth,
-                         parametric=not args.nonparametric, eb_=not args.no_eb,
-                         mean_only=args.mean_only, ref_batch=args.ref_batch)
+        settings = dict(smooth=smooth, parametric=not args.nonparametric, eb_=not args.no_eb,
+                        mean_only=args.mean_only, ref_batch=args.ref_batch)
+        model = core.fit(X, batch, cov, categorical=cat, **settings)
         model.provenance["source_table"] = str(args.table)
         model_out = args.model_out or args.out.with_suffix(".combat.npz")
         model.save(model_out)
@@ -82,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     write_table(out, args.out)
     print(f"harmonized {len(features)} feature(s) x {len(df)} row(s) -> {args.out}")
     if args.diagnostics:
-        d = diagnostics.summarize(X.to_numpy(float), H, batch, cov, cat, features)
+        d = diagnostics.summarize(X.to_numpy(float), H, batch, cov, cat, features,
+                                  settings=settings)
         args.diagnostics.write_text(json.dumps(d, indent=1))
-        print(f"site AUC {d['site_auc_before']:.3f} -> {d['site_auc_after']:.3f}; "
-              f"diagnostics: {args.diagnostics}")
+        auc = ("not computed" if d["site_auc_after"] is None else
+               f"{d['site_auc_before']:.3f} -> {d['site_auc_after']:.3f}")
+        print(f"site AUC {auc}; diagnostics: {args.diagnostics}")
     return 0

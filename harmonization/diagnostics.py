@@ -2,45 +2,77 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
-def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None) -> float:
+def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None,
+                        harmonizer: Callable | None = None) -> float:
     """Cross-validated AUC of predicting batch from the features (one-vs-rest macro average
     for more than two batches). 0.5 is chance: after harmonization it should be near it.
 
     With repeated sessions give ``groups`` (the participant of each row): folds then keep a
     participant's sessions together, so the classifier cannot recognise the person instead
-    of the scanner."""
+    of the scanner.
+
+    With ``harmonizer`` (see :func:`combat_in_folds`), ``X`` is the unharmonized data and each
+    fold is harmonized by a model fitted on its training rows only. Cross-validating data
+    that were harmonized as a whole leaks: every held-out participant sits opposite the
+    mean of the rest of its site, and the AUC falls below chance (anti-learning)."""
     X = np.asarray(X, dtype=float)
     y = np.array([str(b) for b in batch])
     classes, counts = np.unique(y, return_counts=True)
     k = int(min(folds, counts.min()))
     if k < 2:
         raise ValueError("site-prediction AUC needs at least 2 samples per batch")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     if groups is None:
-        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-        proba = cross_val_predict(clf, X, y, cv=cv, method="predict_proba")
+        splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(X, y)
     else:
         groups = np.asarray(groups)
         per_batch = pd.Series(groups).groupby(y).nunique().min()
         k = int(min(k, per_batch))
         if k < 2:
             raise ValueError("site-prediction AUC needs at least 2 participants per batch")
-        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        proba = cross_val_predict(clf, X, y, cv=cv, groups=groups, method="predict_proba")
+        splits = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(
+            X, y, groups)
+    proba = np.zeros((y.size, classes.size))
+    for train, test in splits:
+        X_train, X_test = harmonizer(train, test) if harmonizer else (X[train], X[test])
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+        clf.fit(X_train, y[train])
+        proba[np.ix_(test, np.searchsorted(classes, clf.classes_))] = clf.predict_proba(X_test)
     if classes.size == 2:
         return float(roc_auc_score(y == classes[1], proba[:, 1]))
     return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
+
+
+def combat_in_folds(X, batch, covariates: pd.DataFrame | None = None,
+                    **settings) -> Callable[[np.ndarray, np.ndarray], tuple]:
+    """A ``harmonizer`` for :func:`site_prediction_auc`: ComBat (``core.fit`` settings)
+    fitted on a fold's training rows, applied to them and to its held-out rows."""
+    from trialprep.harmonization import core
+
+    X = np.asarray(X, dtype=float)
+    batch = np.asarray([str(b) for b in batch])
+    cov = None if covariates is None else covariates.reset_index(drop=True)
+
+    def run(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. constant features within a fold
+            h, model = core.harmonize(X[train], batch[train],
+                                      None if cov is None else cov.iloc[train], **settings)
+            return h, core.apply(model, X[test], batch[test],
+                                 None if cov is None else cov.iloc[test])
+
+    return run
 
 
 def batch_variance_explained(X, batch) -> np.ndarray:
@@ -78,13 +110,27 @@ def covariate_effects(X, covariates: pd.DataFrame, categorical: Sequence[str] = 
 
 def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
               categorical: Sequence[str] = (), features: Sequence[str] | None = None,
-              seed: int = 0, groups=None) -> dict:
-    """Before/after diagnostics as a JSON-ready dict."""
+              seed: int = 0, groups=None, settings: dict | None = None) -> dict:
+    """Before/after diagnostics as a JSON-ready dict.
+
+    Give the ComBat ``settings`` (``core.fit`` keywords) when ``after`` was fitted on these
+    same samples: the AUC after is then cross-validated with ComBat fitted inside each fold
+    (``site_auc_after``), and the leaky AUC of the harmonized data as a whole is kept as
+    ``site_auc_after_in_sample`` (it falls below chance; see :func:`site_prediction_auc`)."""
     try:
         aucs = {"site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups),
                 "site_auc_after": site_prediction_auc(after, batch, seed=seed, groups=groups)}
     except ValueError as exc:  # too few participants per batch: the table is still valid
         aucs = {"site_auc_before": None, "site_auc_after": None, "site_auc_note": str(exc)}
+    if settings is not None and aucs["site_auc_before"] is not None:
+        aucs["site_auc_after_in_sample"] = aucs["site_auc_after"]
+        try:
+            aucs["site_auc_after"] = site_prediction_auc(
+                before, batch, seed=seed, groups=groups, harmonizer=combat_in_folds(
+                    before, batch, covariates, categorical=categorical, **settings))
+        except ValueError as exc:  # a training fold ComBat cannot fit (e.g. a lone sample)
+            aucs["site_auc_after"] = None
+            aucs["site_auc_note"] = f"ComBat could not be fitted within the folds: {exc}"
     out = {
         **aucs,
         "batch_r2_before": batch_variance_explained(before, batch).tolist(),

@@ -18,7 +18,7 @@ from trialprep.harmonization import core, diagnostics
 from trialprep.harmonization.design import HarmonizationError
 from trialprep.provenance import environment_record, sha256_file
 from trialprep.tables import read_table, write_json, write_table
-from trialprep.workflows.anat.session import ID_COLUMNS, derivatives_root
+from trialprep.workflows.anat.session import ID_COLUMNS, biomarker_row_paths
 from trialprep.workflows.qc.gates import image_key, qc_dir
 
 META_COLUMNS = ("participant_id", "session_id", "site", "epoch", "qc_verdict", "age", "sex",
@@ -36,10 +36,7 @@ def biomarker_features(rows: pd.DataFrame) -> list[str]:
 
 
 def load_rows(bids: Path) -> pd.DataFrame:
-    paths = sorted(derivatives_root(bids).glob("sub-*/ses-*/anat/*_desc-biomarkers_morph.tsv"))
-    if not paths:
-        raise FileNotFoundError(f"no session biomarker rows under {derivatives_root(bids)}")
-    rows = pd.concat([read_table(p) for p in paths], ignore_index=True)
+    rows = pd.concat([read_table(p) for p in biomarker_row_paths(bids)], ignore_index=True)
     for col in ("participant_id", "session_id", "status", "reason", "source", "pipeline_version",
                 "config_sha256", "source_sha256"):
         rows[col] = rows[col].fillna("").astype(str)
@@ -122,10 +119,11 @@ def build_table(bids: Path, config, out_dir: Path) -> dict:
     mean_only = h["mean_only"]
     if mean_only == "auto":
         mean_only = bool(pd.Series(batch).value_counts().min() < h["min_batch_for_scale"])
+    settings = dict(smooth=h["smooth"], parametric=h["parametric"], eb_=h["eb"],
+                    mean_only=mean_only, ref_batch=h["ref_batch"])
     harmonized, model = core.harmonize(
         values[finite].to_numpy(float), batch, covars.reset_index(drop=True),
-        categorical=h["categorical"], smooth=h["smooth"], parametric=h["parametric"],
-        eb_=h["eb"], mean_only=mean_only, ref_batch=h["ref_batch"])
+        categorical=h["categorical"], **settings)
     sources = [bids / s.removeprefix("bids::") for s in table["source"]]
     meta = pd.DataFrame({
         "participant_id": table["participant_id"], "session_id": table["session_id"],
@@ -156,7 +154,7 @@ def build_table(bids: Path, config, out_dir: Path) -> dict:
                                       out_dir / "excluded_sessions.tsv")
     diag = diagnostics.summarize(raw[finite].to_numpy(float), harmonized, batch,
                                  covars.reset_index(drop=True), h["categorical"], finite,
-                                 groups=table["participant_id"].to_numpy())
+                                 groups=table["participant_id"].to_numpy(), settings=settings)
     diag["mean_only"] = mean_only
     diag["smallest_batch"] = int(pd.Series(batch).value_counts().min())
     written["diagnostics"] = write_json(diag, out_dir / "harmonization_diagnostics.json")

@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
         "rows": len(res["table"]), "excluded": len(res["excluded"]),
         "features": len(res["features"]), "config_sha256": config.hash,
         "site_auc_before": d["site_auc_before"], "site_auc_after": d["site_auc_after"]})
-    auc = (f"site-prediction AUC {d['site_auc_before']:.2f} -> {d['site_auc_after']:.2f}"
-           if d["site_auc_before"] is not None else
-           f"site-prediction AUC not computed ({d['site_auc_note']})")
+    if d["site_auc_after"] is not None:
+        auc = (f"site-prediction AUC {d['site_auc_before']:.2f} -> {d['site_auc_after']:.2f} "
+               "(ComBat fitted within the folds)")
+    else:
+        auc = f"site-prediction AUC not computed ({d['site_auc_note']})"
     print(f"{len(res['table'])} session(s) harmonized over {len(res['features'])} biomarkers, "
           f"{len(res['excluded'])} excluded; {auc}")
     print(f"tables: {args.out}")

@@ -218,6 +218,7 @@ def render_harmonization(env, tables: Path, config, out: Path) -> Path:
                   config.hash, 0)
     ctx.update(auc_before=diag["site_auc_before"], auc_after=diag["site_auc_after"],
                auc_note=diag.get("site_auc_note", ""),
+               auc_in_sample=diag.get("site_auc_after_in_sample"),
                n_features=len(feats),
                batches=sorted(counts.index), covariates=config["harmonization"]["covariates"],
                distribution_figures=[(f, _distribution_figure(raw, harm, f)) for f in shown],

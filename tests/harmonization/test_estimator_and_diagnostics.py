@@ -11,8 +11,10 @@ from tests.conftest import simulate_sites
 from trialprep.harmonization import harmonize
 from trialprep.harmonization.diagnostics import (
     batch_variance_explained,
+    combat_in_folds,
     covariate_effects,
     site_prediction_auc,
+    summarize,
 )
 from trialprep.harmonization.estimator import ComBat
 
@@ -47,3 +49,22 @@ def test_diagnostics_show_site_removed_and_biology_kept():
     for term in ("age", "dx_1"):
         rel = ((after[term] - before[term]) / before[term]).abs()
         assert rel.max() < 0.25, (term, rel.max())
+
+
+def test_site_auc_after_is_cross_validated_with_combat_fitted_inside_the_folds():
+    """Harmonizing everyone and then cross-validating leaks: each held-out sample sits
+    opposite the rest of its site, and the AUC falls well below chance. Fitting ComBat on
+    each training fold and applying it to the held-out fold gives the honest value (chance
+    when the site effect is removed); ``summarize`` reports that one, and the leaky one."""
+    X, batch, cov, _ = simulate_sites(n_per_site=(12, 12, 12), n_features=30, seed=34)
+    H, _ = harmonize(X, batch, cov, categorical=["dx"])
+    leaky = site_prediction_auc(H, batch)
+    honest = site_prediction_auc(X, batch, harmonizer=combat_in_folds(
+        X, batch, cov, categorical=["dx"]))
+    assert leaky < 0.3, leaky
+    assert 0.3 < honest < 0.65, honest
+    d = summarize(X.to_numpy(), H, batch, cov, ["dx"], settings={})
+    assert d["site_auc_before"] > 0.95
+    assert d["site_auc_after"] == honest and d["site_auc_after_in_sample"] == leaky
+    # a model fitted elsewhere: the plain cross-validation is the right one
+    assert summarize(X.to_numpy(), H, batch)["site_auc_after"] == leaky

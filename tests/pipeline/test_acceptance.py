@@ -55,19 +55,43 @@ def _features(df):
     return [c for c in df.columns if c.endswith("_mm3") or c.endswith("_thickness_mm")]
 
 
-def test_site_prediction_auc_before_and_after(tables):
-    """Volumes relative to TIV; folds keep each participant's sessions together (else the
-    person, not the scanner, would be recognised). The issue's goal is >= 0.9 before and
-    <= 0.6 after; on the small trial (3 participants per site) the scanner effects reach
-    about 0.65-0.75 before (see the issue's notes), so this asserts the drop and the after."""
-    def auc(df):
-        feats = [c for c in _features(df) if c != "TIV_mm3"]
-        rel = df[feats].div(df["TIV_mm3"], axis=0).to_numpy()
-        return site_prediction_auc(rel, df["site"], folds=3, groups=df["participant_id"])
+def test_site_prediction_auc_before_and_after(tables, small_study):
+    """Issue 5: >= 0.9 before, <= chance + 0.1 after. Volumes relative to TIV; folds keep
+    each participant's sessions together (else the person, not the scanner, would be
+    recognised). After: ComBat with the study's settings is fitted on each fold's training
+    sessions and applied to the held-out ones (the honest measure, also what the table's
+    diagnostics report); cross-validating the harmonized table as a whole leaks (held-out
+    participants sit opposite their site's mean) and lands below chance."""
+    import yaml
 
-    before, after = auc(tables["raw"]), auc(tables["harm"])
+    from trialprep.harmonization.diagnostics import combat_in_folds
+
+    raw, harm = tables["raw"], tables["harm"]
+    feats = [c for c in _features(raw) if c != "TIV_mm3"]
+
+    def rel(df):
+        return df[feats].div(df["TIV_mm3"], axis=0).to_numpy()
+
+    def auc(X, harmonizer=None):
+        return site_prediction_auc(X, raw["site"], folds=3, groups=raw["participant_id"],
+                                   harmonizer=harmonizer)
+
+    study = yaml.safe_load(small_study["config"].read_text())
+    assert "harmonization" not in study  # the defaults below are the study's settings
+    cols = ["TIV_mm3", *feats]
+    combat = combat_in_folds(raw[cols].to_numpy(), raw["epoch"], raw[["age", "sex", "dx"]],
+                             categorical=["sex", "dx"])
+
+    def harmonized_rel(train, test):
+        return tuple(h[:, 1:] / h[:, :1] for h in combat(train, test))
+
+    before, after = auc(rel(raw)), auc(rel(raw), harmonizer=harmonized_rel)
+    assert before >= 0.9, before
     assert after <= 0.6, after
-    assert before >= 0.6 and before - after >= 0.15, (before, after)
+    assert auc(rel(harm)) <= 0.6
+    diag = json.loads((small_study["out"] / "tables" / "harmonization_diagnostics.json")
+                      .read_text())
+    assert diag["site_auc_after"] <= 0.6 < diag["site_auc_before"], diag
 
 
 def test_age_slope_and_diagnosis_effect_recovered_after_harmonization(tables, truth):

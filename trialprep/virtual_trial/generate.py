@@ -26,7 +26,7 @@ from trialprep import __version__
 from trialprep.keys import StudyKey
 from trialprep.virtual_trial import anatomy, phi
 from trialprep.virtual_trial.dicom_writer import corrupt_copy, make_grid, write_series
-from trialprep.virtual_trial.scanners import VENDORS, Site, random_effect, synthesize_t1
+from trialprep.virtual_trial.scanners import VENDORS, Site, spread_effects, synthesize_t1
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ AGE_SLOPE_PER_YEAR = -0.006  # -0.6 % per year of age
 DX_EFFECT = -0.15  # AD vs CN: -15 %
 AD_EXTRA_ANNUAL = -0.03  # extra atrophy per year in AD
 VISIT_DAYS = (0, 365)
+AGE_RANGE = (55.0, 85.0)  # at baseline
 
 
 def _sites(rng: np.random.Generator) -> list[Site]:
@@ -63,8 +64,9 @@ def _sites(rng: np.random.Generator) -> list[Site]:
         Site("osaka", VENDORS["siemens_skyra"], "Naniwa Brain Imaging Institute", "Osaka",
              [["syngo MR E11"], ["syngo MR XA50"]], upgrade_after_visit=0),
     ]
+    effects = spread_effects(rng, sum(len(site.software) for site in sites))
     for site in sites:
-        site.effects = [random_effect(rng) for _ in site.software]
+        site.effects = [effects.pop() for _ in site.software]
     return sites
 
 
@@ -84,10 +86,14 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
 
     jobs, participants = [], []
     for s_idx, site in enumerate(sites):
+        # Enrolment stratified by site, as in a randomised trial: every site recruits across
+        # the whole age range (one participant per age stratum), diagnoses alternating in
+        # age order, so that neither age nor diagnosis is confounded with site.
         for n in range(cfg.subjects_per_site):
             person = phi.person(rng)
             pid = phi.patient_id(rng, site.name)
-            age0 = float(rng.uniform(55, 85))
+            age0 = float(AGE_RANGE[0] + (AGE_RANGE[1] - AGE_RANGE[0]) *
+                         (n + rng.uniform(0, 1)) / cfg.subjects_per_site)
             dx = "AD" if n % 2 == 1 else "CN"
             head_scale = float(rng.uniform(0.92, 1.08))
             base_day = date(2024, 1, 15) + timedelta(days=int(rng.integers(0, 240)))

@@ -76,22 +76,35 @@ TISSUES = ("csf", "gm", "wm", "skull", "scalp")
 BASE_CONTRAST = {"csf": 0.22, "gm": 0.55, "wm": 0.85, "skull": 0.08, "scalp": 0.7}
 
 
-def random_effect(rng: np.random.Generator, strength: float = 1.0) -> ScannerEffect:
-    """A plausible scanner: GM/WM contrast within +-12 %, gain 0.7-1.4, bias up to 25 %,
-    effective resolution (PSF) 0.5-4 mm FWHM: enough to bias tissue volumes per site, as
-    sequence and vendor differences do in real multi-site data."""
-    contrast = dict(BASE_CONTRAST)
-    contrast["gm"] *= 1 + strength * rng.uniform(-0.12, 0.12)
-    contrast["wm"] *= 1 + strength * rng.uniform(-0.05, 0.05)
-    contrast["csf"] *= 1 + strength * rng.uniform(-0.3, 0.3)
-    coeffs = rng.normal(0, 1, 10)
-    return ScannerEffect(
-        gain=float(1000 * rng.uniform(0.7, 1.4)), offset=float(rng.uniform(0, 40)),
-        contrast={k: float(v) for k, v in contrast.items()},
-        bias_amplitude=float(strength * rng.uniform(0.05, 0.25)),
-        bias_coeffs=(coeffs / np.linalg.norm(coeffs)).tolist(),
-        noise_sd=float(rng.uniform(0.015, 0.04)),
-        blur_fwhm_mm=float(strength * rng.uniform(0.5, 4.0)))
+def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
+    """``n`` plausible scanners, spread evenly (in a random order) over the two parameters
+    that bias morphometry most, so that every scanner leaves its own mark on the regional
+    volumes, as vendor and sequence differences do in real multi-site data:
+
+    - a resolution axis: effective resolution (point-spread function) from 0.5 to 4 mm FWHM,
+      spaced evenly in FWHM squared, together with GM/WM contrast (GM from -12 % to +12 %;
+      both a wider PSF and a brighter GM shift partial-volume voxels from GM to WM);
+    - CSF contrast from -30 % to +30 %, in an independent order.
+
+    Gain 0.7-1.4, offset, bias field (up to 25 %), noise and WM contrast are drawn at random.
+    """
+    t = rng.permutation(n) / max(n - 1, 1)
+    u = rng.permutation(n) / max(n - 1, 1)
+    effects = []
+    for ti, ui in zip(t, u, strict=True):
+        contrast = dict(BASE_CONTRAST)
+        contrast["gm"] *= 0.88 + 0.24 * ti
+        contrast["wm"] *= 1 + rng.uniform(-0.05, 0.05)
+        contrast["csf"] *= 0.7 + 0.6 * ui
+        coeffs = rng.normal(0, 1, 10)
+        effects.append(ScannerEffect(
+            gain=float(1000 * rng.uniform(0.7, 1.4)), offset=float(rng.uniform(0, 40)),
+            contrast={k: float(v) for k, v in contrast.items()},
+            bias_amplitude=float(rng.uniform(0.05, 0.25)),
+            bias_coeffs=(coeffs / np.linalg.norm(coeffs)).tolist(),
+            noise_sd=float(rng.uniform(0.015, 0.04)),
+            blur_fwhm_mm=float(np.sqrt(0.5**2 + ti * (4.0**2 - 0.5**2)))))
+    return effects
 
 
 def bias_field(points: np.ndarray, effect: ScannerEffect, radius: float = 90.0) -> np.ndarray:

@@ -50,6 +50,7 @@ def _regional_thickness(thickness: str, atlas: str, atlas_labels: str) -> dict:
 
 def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: str = "SyN",
                          seed: int = 42, single_threaded: bool = True,
+                         syn_iterations: tuple[int, ...] = (40, 20, 0),
                          prior_weight: float = 0.25, thickness: bool = True,
                          thickness_iterations: int = 45,
                          name: str = "anat_preproc_wf") -> pe.Workflow:
@@ -95,6 +96,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     n4 = pe.Node(N4BiasFieldCorrection(seed=seed, single_threaded=single_threaded), name="n4")
     reg = pe.Node(RegisterToTemplate(fixed=str(tpl["T1w"]), fixed_mask=str(tpl["mask"]),
                                      transform=transform, seed=seed,
+                                     syn_iterations=list(syn_iterations),
                                      single_threaded=single_threaded), name="register")
     to_native = pe.Node(ApplyTransforms(in_files=[str(tpl[k]) for k in ("mask", "CSF", "GM",
                                                                          "WM")],

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from trialprep.tables import read_table, write_json, write_table
-from trialprep.workflows.anat.session import derivatives_root
+from trialprep.workflows.anat.session import biomarker_row_paths
 
 
 def collect_biomarkers(bids: Path, out: Path) -> pd.DataFrame:
@@ -15,9 +15,7 @@ def collect_biomarkers(bids: Path, out: Path) -> pd.DataFrame:
     into ``out``, with a data dictionary beside it."""
     import json
 
-    rows = sorted(derivatives_root(bids).glob("sub-*/ses-*/anat/*_desc-biomarkers_morph.tsv"))
-    if not rows:
-        raise FileNotFoundError(f"no session biomarker rows under {derivatives_root(bids)}")
+    rows = biomarker_row_paths(bids)
     table = pd.concat([read_table(p) for p in rows], ignore_index=True)
     id_cols = ["participant_id", "session_id"]
     table = table.sort_values(id_cols, kind="stable").reset_index(drop=True)

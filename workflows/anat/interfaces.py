@@ -94,6 +94,8 @@ class _RegInputSpec(BaseInterfaceInputSpec):
     fixed_mask = File(exists=True, desc="restrict the metric to the template brain")
     transform = traits.Enum("SyN", "Affine", "Rigid", "antsRegistrationSyNQuick[s]",
                             usedefault=True)
+    syn_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True,
+                                 desc="SyN iterations per level, coarse to fine")
     seed = traits.Int(42, usedefault=True)
     single_threaded = traits.Bool(True, usedefault=True)
 
@@ -121,6 +123,7 @@ class RegisterToTemplate(SimpleInterface):
         if self.inputs.fixed_mask:
             kwargs["mask"] = ants.image_read(self.inputs.fixed_mask)
         reg = ants.registration(fixed, moving, type_of_transform=self.inputs.transform,
+                                reg_iterations=tuple(self.inputs.syn_iterations),
                                 random_seed=self.inputs.seed,
                                 outprefix=os.path.join(runtime.cwd, "reg_"), **kwargs)
         self._results["warped"] = os.path.join(runtime.cwd, "warped.nii.gz")

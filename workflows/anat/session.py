@@ -47,6 +47,14 @@ def biomarker_row_path(bids: Path, subject: str, session: str) -> Path:
                      desc="biomarkers")
 
 
+def biomarker_row_paths(bids: Path) -> list[Path]:
+    """Every session's biomarker row, sorted; FileNotFoundError when there is none."""
+    paths = sorted(derivatives_root(bids).glob("sub-*/ses-*/anat/*_desc-biomarkers_morph.tsv"))
+    if not paths:
+        raise FileNotFoundError(f"no session biomarker rows under {derivatives_root(bids)}")
+    return paths
+
+
 def anat_config_hash(config: StudyConfig) -> str:
     """Checksum of what determines the biomarkers: the anatomical settings."""
     return sha256_json({"anat": config["anat"], "trialprep": __version__})
@@ -129,7 +137,8 @@ def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dic
     nipype_logging.update_logging(nipype_config)
     wf = init_anat_preproc_wf(
         template_dir=template_cache_dir(), resolution=a["template_resolution"],
-        transform=a["transform"], seed=a["seed"], single_threaded=a["single_threaded"],
+        transform=a["transform"], syn_iterations=a["syn_iterations"], seed=a["seed"],
+        single_threaded=a["single_threaded"],
         prior_weight=a["prior_weight"], thickness=a["thickness"]["enabled"],
         thickness_iterations=a["thickness"]["iterations"])
     wf.base_dir = str(work)
@@ -244,10 +253,10 @@ def column_dictionary(row: dict) -> dict:
 def run_anat_session(bids: Path, subject: str, session: str, config: StudyConfig,
                      work: Path | None = None) -> dict:
     """Process one session; write its derivatives and biomarker row; return the row."""
-    bids = Path(bids)
+    bids = Path(bids).absolute()  # Nipype runs each node in its own folder
     sub, ses = sanitize_label(subject), sanitize_label(session)
     root = derivatives_root(bids)
-    work = Path(work or bids.parent / "work" / "anat") / f"sub-{sub}_ses-{ses}"
+    work = Path(work or bids.parent / "work" / "anat").absolute() / f"sub-{sub}_ses-{ses}"
     work.mkdir(parents=True, exist_ok=True)
     write_dataset_description(root)
     a = config["anat"]

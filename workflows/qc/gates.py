@@ -11,7 +11,7 @@ import pandas as pd
 
 from trialprep.audit import AuditLog, study_audit
 from trialprep.tables import read_table, write_table
-from trialprep.workflows.anat.session import derivatives_root
+from trialprep.workflows.anat.session import biomarker_row_paths
 
 SEVERITY = {"pass": 0, "warn": 1, "fail": 2}
 EPOCH_KEYS = ("site", "manufacturer", "model", "software_version")
@@ -30,8 +30,7 @@ def load_sessions(bids: Path) -> pd.DataFrame:
     """One row per processed session: biomarker status, IQMs, scanner, intake verdict."""
     bids = Path(bids)
     rows = []
-    for path in sorted(derivatives_root(bids).glob("sub-*/ses-*/anat/*_desc-biomarkers_morph"
-                                                   ".tsv")):
+    for path in biomarker_row_paths(bids):
         row = read_table(path, as_text=True).iloc[0]
         rec = {"participant_id": row["participant_id"], "session_id": row["session_id"],
                "status": row["status"], "reason": row["reason"],
@@ -43,8 +42,6 @@ def load_sessions(bids: Path) -> pd.DataFrame:
             rec.update({k: v for k, v in json.loads(iqm_file.read_text()).items()
                         if not k.startswith("_")})
         rows.append(rec)
-    if not rows:
-        raise FileNotFoundError(f"no processed sessions under {derivatives_root(bids)}")
     df = pd.DataFrame(rows)
     scans = _session_scanners(bids)
     df = df.merge(scans, on=["participant_id", "session_id"], how="left")
