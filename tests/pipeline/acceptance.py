@@ -1,0 +1,85 @@
+"""Issue 5's acceptance measures, computed from a run's tables alone (the truth is only
+used to name the planted effects): shared by the small-trial short form (CI) and the
+default-demo test (marker ``demo``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trialprep.harmonization.diagnostics import combat_in_folds, site_prediction_auc
+from trialprep.keys import StudyKey
+
+#: What the generator planted (log scale for the slope, as the regression below).
+PLANTED_AGE_SLOPE = float(np.log1p(-0.006))
+PLANTED_DX_EFFECT = -0.15
+
+
+def load_truth(trial: Path) -> pd.DataFrame:
+    key = StudyKey((trial / "secrets" / "study.key").read_text().strip().encode())
+    t = pd.read_csv(trial / "truth" / "sessions.tsv", sep="\t", dtype={"visit": str})
+    t["participant_id"] = ["sub-" + key.label("subject", s, p)
+                           for s, p in zip(t["site"], t["patient_id"], strict=True)]
+    t["session_id"] = "ses-" + t["visit"]
+    return t
+
+
+def load_tables(out: Path) -> dict:
+    d = out / "tables"
+    return {"raw": pd.read_parquet(d / "biomarkers_unharmonized.parquet"),
+            "harm": pd.read_parquet(d / "biomarkers_harmonized.parquet"),
+            "tsv": pd.read_csv(d / "biomarkers_harmonized.tsv", sep="\t"),
+            "dict": json.loads((d / "biomarkers_harmonized.json").read_text()),
+            "diagnostics": json.loads((d / "harmonization_diagnostics.json").read_text()),
+            "excluded": pd.read_csv(d / "excluded_sessions.tsv", sep="\t")}
+
+
+def features(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.endswith("_mm3") or c.endswith("_thickness_mm")]
+
+
+def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
+    """Cross-validated AUC of predicting the scanner epoch (the harmonization batch: site x
+    scanner x software) from the volumes relative to TIV; folds keep each participant's
+    sessions together (else the person, not the scanner, would be recognised).
+
+    ``after``: ComBat with the table's settings (the defaults: covariates age, sex, dx) is
+    fitted on each fold's training sessions and applied to the held-out ones.
+    ``after_table``: the harmonized table cross-validated as a whole, which leaks (held-out
+    participants sit opposite their site's mean) and lands below chance."""
+    raw, harm = tables["raw"], tables["harm"]
+    feats = [c for c in features(raw) if c != "TIV_mm3"]
+
+    def rel(df: pd.DataFrame) -> np.ndarray:
+        return df[feats].div(df["TIV_mm3"], axis=0).to_numpy()
+
+    def auc(X, harmonizer=None) -> float:
+        return site_prediction_auc(X, raw["epoch"], folds=folds, groups=raw["participant_id"],
+                                   harmonizer=harmonizer)
+
+    combat = combat_in_folds(raw[["TIV_mm3", *feats]].to_numpy(), raw["epoch"],
+                             raw[["age", "sex", "dx"]], categorical=["sex", "dx"])
+
+    def harmonized_rel(train, test):
+        return tuple(h[:, 1:] / h[:, :1] for h in combat(train, test))
+
+    return {"before": auc(rel(raw)), "after": auc(rel(raw), harmonized_rel),
+            "after_table": auc(rel(harm))}
+
+
+def hippocampal_effects(harm: pd.DataFrame, truth: pd.DataFrame) -> tuple[float, float]:
+    """(age slope of log hippocampal volume per year, relative AD effect) from the
+    harmonized table. Planted: volume x (1 - 0.006 (age - 70)), x 0.85 for AD and a further
+    -3 %/year in AD after baseline."""
+    harm = harm.merge(truth[["participant_id", "session_id", "age", "dx"]],
+                      on=["participant_id", "session_id"], suffixes=("", "_truth"))
+    hippo = np.log(harm["Left_Hippocampus_mm3"] + harm["Right_Hippocampus_mm3"])
+    ad = (harm["dx_truth"] == "AD").astype(float)
+    years = harm["age_truth"] - harm.groupby("participant_id")["age_truth"].transform("min")
+    design = np.column_stack([np.ones(len(harm)), harm["age_truth"] - 70, ad, ad * years,
+                              np.log(harm["TIV_mm3"])])
+    beta, *_ = np.linalg.lstsq(design, hippo, rcond=None)
+    return float(beta[1]), float(np.expm1(beta[2]))

@@ -1,0 +1,50 @@
+"""Issue 5's criteria at full strength on the default demo trial (what `make demo` builds:
+4 sites x 5 participants x 2 visits, seed 7), computed from the run's tables alone.
+
+About 15 minutes on 2 cores, so behind the ``demo`` marker (`make test-demo`); CI runs the
+short form on the small trial (tests/pipeline/test_acceptance.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.pipeline.acceptance import (
+    PLANTED_AGE_SLOPE,
+    PLANTED_DX_EFFECT,
+    hippocampal_effects,
+    load_tables,
+    load_truth,
+    scanner_auc,
+)
+from tests.pipeline.conftest import trialprep_run
+from trialprep.virtual_trial.generate import generate_trial
+
+pytestmark = [pytest.mark.demo, pytest.mark.xdist_group("demo")]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    generate_trial(root / "trial", "default", seed=7, workers=2)
+    proc = trialprep_run(root / "trial", root / "study", root / "trial" / "study.yaml")
+    return {"tables": load_tables(root / "study"), "truth": load_truth(root / "trial"),
+            "stdout": proc.stdout}
+
+
+def test_scanner_prediction_auc_at_least_090_before_and_at_most_060_after(demo):
+    auc = scanner_auc(demo["tables"], folds=5)
+    assert auc["before"] >= 0.9, auc
+    assert auc["after"] <= 0.6 and auc["after_table"] <= 0.6, auc
+    diag = demo["tables"]["diagnostics"]
+    assert diag["site_auc_after"] <= 0.6, diag
+
+
+def test_age_slope_and_diagnosis_effect_within_10_percent(demo):
+    age_slope, dx_effect = hippocampal_effects(demo["tables"]["harm"], demo["truth"])
+    assert age_slope == pytest.approx(PLANTED_AGE_SLOPE, rel=0.10)
+    assert dx_effect == pytest.approx(PLANTED_DX_EFFECT, rel=0.10)
+
+
+def test_upgraded_site_has_two_epochs(demo):
+    epochs = demo["tables"]["harm"].groupby("site")["epoch"].nunique()
+    assert epochs["osaka"] == 2 and (epochs.drop("osaka") == 1).all()
