@@ -308,6 +308,7 @@ def _adjust(model: ComBatModel, Y: np.ndarray, idx: np.ndarray, C: np.ndarray) -
     beta = np.zeros((C.shape[1], p))
     beta[:, act] = model.beta_cov
     out = np.empty_like(Y)
+    ones_c = np.column_stack([np.ones(n), C])
 
     def adjust(b: int) -> None:
         members = np.flatnonzero(idx == b)
@@ -318,13 +319,14 @@ def _adjust(model: ComBatModel, Y: np.ndarray, idx: np.ndarray, C: np.ndarray) -
         k[act] = 1.0 / np.sqrt(model.delta_star[b])
         offset = np.zeros(p)
         offset[act] = model.grand_mean * (1 - k[act]) - k[act] * sd * G[b]
-        slope = beta * (1 - k) if C.shape[1] else None
+        additive = np.vstack([offset, beta * (1 - k)])  # [1, C] @ additive: per sample
         for rows in _row_chunks(members, p):
-            target = Y[rows] * k
-            target += offset
-            if slope is not None:
-                target += C[rows] @ slope
-            out[rows] = target
+            contiguous = isinstance(rows, slice)  # then a view of out, written in place
+            target = out[rows] if contiguous else np.empty((rows.size, p))
+            np.multiply(Y[rows], k, out=target)
+            target += ones_c[rows] @ additive
+            if not contiguous:
+                out[rows] = target
 
     _parallel(adjust, [b for b in range(len(levels)) if (idx == b).any()])
     return out
