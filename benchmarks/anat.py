@@ -53,7 +53,7 @@ def one_session(root: Path, size: str, iterations: int) -> dict:
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode != 0 or "FAILED" in proc.stderr:
         raise RuntimeError(proc.stderr[-2000:])
-    meta = next(bids.glob("derivatives/trialprep/sub-*/ses-01/anat/*_biomarkers_morph.json"))
+    meta = next(bids.glob("derivatives/trialprep/sub-*/ses-01/anat/*_desc-biomarkers_morph.json"))
     nodes = json.loads(meta.read_text())["_provenance"]["NodeWallTimeSeconds"]
     return {"wall": wall, "peak_mb": max(peak_kb, before) / 1024, "nodes": nodes}
 
