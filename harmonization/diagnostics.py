@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 
 def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None,
-                        harmonizer: Callable | None = None) -> float:
+                        harmonizer: Callable | None = None, repeats: int = 1) -> float:
     """Cross-validated AUC of predicting batch from the features (one-vs-rest macro average
     for more than two batches). 0.5 is chance: after harmonization it should be near it.
 
@@ -26,7 +26,23 @@ def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None,
     With ``harmonizer`` (see :func:`combat_in_folds`), ``X`` is the unharmonized data and each
     fold is harmonized by a model fitted on its training rows only. Cross-validating data
     that were harmonized as a whole leaks: every held-out participant sits opposite the
-    mean of the rest of its site, and the AUC falls below chance (anti-learning)."""
+    mean of the rest of its site, and the AUC falls below chance (anti-learning).
+
+    With few participants per batch one split of them into folds gives a noisy AUC:
+    ``repeats`` > 1 averages it over that many random splits (seeds ``seed``, ``seed + 1``...);
+    a split whose training fold the ``harmonizer`` cannot fit (e.g. a covariate confounded
+    with batch within it) is left out, and the error is raised only if every split fails.
+    """
+    if repeats > 1:
+        aucs, error = [], None
+        for r in range(repeats):
+            try:
+                aucs.append(site_prediction_auc(X, batch, folds, seed + r, groups, harmonizer))
+            except ValueError as exc:
+                error = exc
+        if not aucs:
+            raise error
+        return float(np.mean(aucs))
     X = np.asarray(X, dtype=float)
     y = np.array([str(b) for b in batch])
     classes, counts = np.unique(y, return_counts=True)
@@ -110,24 +126,29 @@ def covariate_effects(X, covariates: pd.DataFrame, categorical: Sequence[str] = 
 
 def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
               categorical: Sequence[str] = (), features: Sequence[str] | None = None,
-              seed: int = 0, groups=None, settings: dict | None = None) -> dict:
+              seed: int = 0, groups=None, settings: dict | None = None,
+              repeats: int = 5) -> dict:
     """Before/after diagnostics as a JSON-ready dict.
 
     Give the ComBat ``settings`` (``core.fit`` keywords) when ``after`` was fitted on these
     same samples: the AUC after is then cross-validated with ComBat fitted inside each fold
     (``site_auc_after``), and the leaky AUC of the harmonized data as a whole is kept as
-    ``site_auc_after_in_sample`` (it falls below chance; see :func:`site_prediction_auc`)."""
+    ``site_auc_after_in_sample`` (it falls below chance; see :func:`site_prediction_auc`).
+    Each AUC is the mean over ``repeats`` random splits into participant-grouped folds."""
     try:
-        aucs = {"site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups),
-                "site_auc_after": site_prediction_auc(after, batch, seed=seed, groups=groups)}
+        aucs = {"site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups,
+                                                       repeats=repeats),
+                "site_auc_after": site_prediction_auc(after, batch, seed=seed, groups=groups,
+                                                      repeats=repeats)}
     except ValueError as exc:  # too few participants per batch: the table is still valid
         aucs = {"site_auc_before": None, "site_auc_after": None, "site_auc_note": str(exc)}
     if settings is not None and aucs["site_auc_before"] is not None:
         aucs["site_auc_after_in_sample"] = aucs["site_auc_after"]
         try:
             aucs["site_auc_after"] = site_prediction_auc(
-                before, batch, seed=seed, groups=groups, harmonizer=combat_in_folds(
-                    before, batch, covariates, categorical=categorical, **settings))
+                before, batch, seed=seed, groups=groups, repeats=repeats,
+                harmonizer=combat_in_folds(before, batch, covariates, categorical=categorical,
+                                           **settings))
         except ValueError as exc:  # a training fold ComBat cannot fit (e.g. a lone sample)
             aucs["site_auc_after"] = None
             aucs["site_auc_note"] = f"ComBat could not be fitted within the folds: {exc}"

@@ -44,7 +44,8 @@ def features(df: pd.DataFrame) -> list[str]:
 def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
     """Cross-validated AUC of predicting the scanner epoch (the harmonization batch: site x
     scanner x software) from the volumes relative to TIV; folds keep each participant's
-    sessions together (else the person, not the scanner, would be recognised).
+    sessions together (else the person, not the scanner, would be recognised); the mean over
+    10 random splits into folds (one split of a dozen participants is a noisy measure).
 
     ``after``: ComBat with the table's settings (the defaults: covariates age, sex, dx) is
     fitted on each fold's training sessions and applied to the held-out ones.
@@ -58,7 +59,7 @@ def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
 
     def auc(X, harmonizer=None) -> float:
         return site_prediction_auc(X, raw["epoch"], folds=folds, groups=raw["participant_id"],
-                                   harmonizer=harmonizer)
+                                   harmonizer=harmonizer, repeats=10)
 
     combat = combat_in_folds(raw[["TIV_mm3", *feats]].to_numpy(), raw["epoch"],
                              raw[["age", "sex", "dx"]], categorical=["sex", "dx"])
