@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from trialprep import __version__
 from trialprep.harmonization import eb
@@ -78,19 +79,22 @@ def _as_frame(covariates, n: int) -> pd.DataFrame | None:
 
 
 def _batch_index(batch, levels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    labels = np.array([str(b) for b in np.asarray(batch, dtype=object).ravel()])
-    if any(b in ("nan", "None", "") for b in labels):
+    # Factorize once (C speed), then compare the distinct labels as strings.
+    codes, uniques = pd.factorize(np.asarray(batch, dtype=object).ravel(),
+                                  use_na_sentinel=False)
+    names = [str(u) for u in uniques]
+    if any(b in ("nan", "None", "") for b in names):
         raise HarmonizationError("batch labels contain missing values")
     if levels is None:
-        levels = sorted(set(labels.tolist()), key=_natural_key)
-    unseen = sorted(set(labels.tolist()) - set(levels))
+        levels = sorted(set(names), key=_natural_key)
+    unseen = sorted(set(names) - set(levels))
     if unseen:
         raise HarmonizationError(
             f"batch(es) {unseen} were not seen when the model was fitted "
             f"(known: {levels}); ComBat cannot estimate an effect for an unseen batch"
         )
     lookup = {b: i for i, b in enumerate(levels)}
-    return np.array([lookup[b] for b in labels], dtype=int), levels
+    return np.array([lookup[b] for b in names], dtype=int)[codes], levels
 
 
 def _batch_design(idx: np.ndarray, n_batch: int, ref: int | None) -> np.ndarray:
@@ -101,16 +105,25 @@ def _batch_design(idx: np.ndarray, n_batch: int, ref: int | None) -> np.ndarray:
     return D
 
 
+def _blas_single_threaded():
+    """ComBat parallelises over batches in threads of its own (and hashes in another), so
+    the BLAS library's threads would only compete with them: one BLAS thread while we run."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def fit(X, batch, covariates=None, **kwargs) -> ComBatModel:
     """Estimate ComBat's location/scale batch effects (see :func:`_fit` for parameters)."""
-    return _fit(X, batch, covariates, **kwargs)[0]
+    with _blas_single_threaded():
+        model, _, _, _, seal = _fit(X, batch, covariates, **kwargs)
+        seal()
+    return model
 
 
 def _fit(
     X, batch, covariates=None, *, categorical: Sequence[str] = (), smooth: Sequence[str] = (),
     n_knots: int = 5, parametric: bool = True, eb_: bool = True, mean_only: bool = False,
     ref_batch=None,
-) -> tuple[ComBatModel, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[ComBatModel, np.ndarray, np.ndarray, np.ndarray, Callable[[], None]]:
     """Estimate ComBat's location/scale batch effects.
 
     Parameters
@@ -126,8 +139,10 @@ def _fit(
 
     Returns
     -------
-    (ComBatModel, applied to data with :func:`apply`; and the validated data, batch indices
-    and covariate matrix, so :func:`harmonize` need not validate twice)
+    (ComBatModel, applied to data with :func:`apply`; the validated data, batch indices
+    and covariate matrix, so :func:`harmonize` need not validate twice; and ``seal``, to be
+    called before the model leaves: it waits for the training-data checksum, computed in a
+    thread alongside the fit and the adjustment, and writes the provenance)
     """
     Y, features = as_data_matrix(X, check_finite=False)  # NaN/inf show up in the statistics
     n, p = Y.shape
@@ -155,7 +170,7 @@ def _fit(
     check_not_confounded(_batch_design(idx, len(levels), None), terms, C)
     design = np.column_stack([_batch_design(idx, len(levels), ref), C])
 
-    # The training-data checksum (provenance) is computed alongside the fit.
+    # The training-data checksum (provenance) is computed alongside the fit (see ``seal``).
     hasher = ThreadPoolExecutor(1)
     data_hash = hasher.submit(sha256_array, Y)
     # Location/scale standardisation: one least-squares fit for all features.
@@ -250,15 +265,10 @@ def _fit(
     if ref is not None:
         gamma_star[ref], delta_star[ref] = 0.0, 1.0
 
-    hasher.shutdown()
     provenance = {
         "created": utc_now(), "trialprep": __version__,
         "packages": package_versions(("numpy", "scipy", "pandas")),
         "n_samples": n, "n_features": p,
-        "training_sha256": sha256_json({
-            "data": data_hash.result(), "batch": [levels[i] for i in idx],
-            "covariates": None if cov_df is None else sha256_array(
-                pd.util.hash_pandas_object(cov_df, index=False).to_numpy())}),
     }
     model = ComBatModel(
         provenance=provenance, features=features, active=active, batches=levels,
@@ -269,7 +279,15 @@ def _fit(
         settings={"parametric": parametric, "eb": eb_, "mean_only": mean_only,
                   "n_knots": n_knots, "eb_iterations": iterations},
     )
-    return model, Y, idx, C
+
+    def seal() -> None:
+        hasher.shutdown()  # waits for the checksum
+        provenance["training_sha256"] = sha256_json({
+            "data": data_hash.result(), "batch": [levels[i] for i in idx],
+            "covariates": None if cov_df is None else sha256_array(
+                pd.util.hash_pandas_object(cov_df, index=False).to_numpy())})
+
+    return model, Y, idx, C, seal
 
 
 def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
@@ -291,7 +309,8 @@ def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
     if idx.size != n:
         raise HarmonizationError(f"{idx.size} batch labels for {n} samples")
     C = covariate_matrix(model.terms, _as_frame(covariates, n), n)
-    return _adjust(model, Y, idx, C)
+    with _blas_single_threaded():
+        return _adjust(model, Y, idx, C)
 
 
 def _adjust(model: ComBatModel, Y: np.ndarray, idx: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -357,5 +376,8 @@ def _parallel(func, items) -> list:
 
 def harmonize(X, batch, covariates=None, **kwargs) -> tuple[np.ndarray, ComBatModel]:
     """Fit on ``X`` and return (harmonized X, model): ComBat in one call."""
-    model, Y, idx, C = _fit(X, batch, covariates, **kwargs)
-    return _adjust(model, Y, idx, C), model
+    with _blas_single_threaded():
+        model, Y, idx, C, seal = _fit(X, batch, covariates, **kwargs)
+        out = _adjust(model, Y, idx, C)
+        seal()
+    return out, model

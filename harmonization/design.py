@@ -60,17 +60,16 @@ class CovariateTerm:
 
     def encode(self, values: pd.Series) -> np.ndarray:
         if self.kind == "categorical":
-            vals = values.astype(object).to_numpy()
-            unknown = sorted({str(v) for v in vals} - {str(lv) for lv in self.levels})
+            codes, names = _factorize_as_str(values)
+            known = [str(lv) for lv in self.levels]
+            unknown = sorted(set(names) - set(known))
             if unknown:
                 raise HarmonizationError(
                     f"covariate {self.name!r} has level(s) {unknown} not seen when the model "
-                    f"was fitted (known: {[str(v) for v in self.levels]})"
+                    f"was fitted (known: {known})"
                 )
-            as_str = np.array([str(v) for v in vals])
-            return np.column_stack(
-                [(as_str == str(lvl)).astype(float) for lvl in self.levels[1:]]
-            ) if len(self.levels) > 1 else np.zeros((len(vals), 0))
+            level = np.array([known.index(nm) for nm in names], dtype=int)[codes]
+            return (level[:, None] == np.arange(1, len(known))).astype(float)
         x = _numeric(values, self.name)
         if self.kind == "smooth":
             return natural_spline_basis(x, np.asarray(self.knots))
@@ -83,6 +82,12 @@ class CovariateTerm:
     @classmethod
     def from_dict(cls, d: Mapping) -> CovariateTerm:
         return cls(d["name"], d["kind"], list(d.get("levels", [])), list(d.get("knots", [])))
+
+
+def _factorize_as_str(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """(code of each value, its distinct values as strings): values compare as strings."""
+    codes, uniques = pd.factorize(values.astype(object).to_numpy(), use_na_sentinel=False)
+    return codes, [str(u) for u in uniques]
 
 
 def _numeric(values: pd.Series, name: str) -> np.ndarray:
@@ -116,7 +121,7 @@ def build_terms(
         if name in categorical:
             if col.isna().any():
                 raise HarmonizationError(f"categorical covariate {name!r} has missing values")
-            levels = sorted({str(v) for v in col}, key=_natural_key)
+            levels = sorted(set(_factorize_as_str(col)[1]), key=_natural_key)
             terms.append(CovariateTerm(str(name), "categorical", levels=levels))
         elif name in smooth:
             x = _numeric(col, name)
