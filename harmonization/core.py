@@ -25,6 +25,7 @@ from trialprep.harmonization.design import (
     build_terms,
     check_not_confounded,
     covariate_matrix,
+    factorize_as_str,
 )
 from trialprep.harmonization.model import ComBatModel
 from trialprep.provenance import package_versions, sha256_array, sha256_json, utc_now
@@ -79,10 +80,7 @@ def _as_frame(covariates, n: int) -> pd.DataFrame | None:
 
 
 def _batch_index(batch, levels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    # Factorize once (C speed), then compare the distinct labels as strings.
-    codes, uniques = pd.factorize(np.asarray(batch, dtype=object).ravel(),
-                                  use_na_sentinel=False)
-    names = [str(u) for u in uniques]
+    codes, names = factorize_as_str(batch)
     if any(b in ("nan", "None", "") for b in names):
         raise HarmonizationError("batch labels contain missing values")
     if levels is None:

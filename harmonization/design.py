@@ -60,7 +60,7 @@ class CovariateTerm:
 
     def encode(self, values: pd.Series) -> np.ndarray:
         if self.kind == "categorical":
-            codes, names = _factorize_as_str(values)
+            codes, names = factorize_as_str(values)
             known = [str(lv) for lv in self.levels]
             unknown = sorted(set(names) - set(known))
             if unknown:
@@ -84,9 +84,11 @@ class CovariateTerm:
         return cls(d["name"], d["kind"], list(d.get("levels", [])), list(d.get("knots", [])))
 
 
-def _factorize_as_str(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """(code of each value, its distinct values as strings): values compare as strings."""
-    codes, uniques = pd.factorize(values.astype(object).to_numpy(), use_na_sentinel=False)
+def factorize_as_str(values) -> tuple[np.ndarray, list[str]]:
+    """(code of each value, its distinct values as strings): values compare as strings.
+    Missing values are kept as a value of their own (``nan``/``None``), for callers to refuse."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object).ravel(),
+                                  use_na_sentinel=False)
     return codes, [str(u) for u in uniques]
 
 
@@ -121,7 +123,7 @@ def build_terms(
         if name in categorical:
             if col.isna().any():
                 raise HarmonizationError(f"categorical covariate {name!r} has missing values")
-            levels = sorted(set(_factorize_as_str(col)[1]), key=_natural_key)
+            levels = sorted(set(factorize_as_str(col)[1]), key=_natural_key)
             terms.append(CovariateTerm(str(name), "categorical", levels=levels))
         elif name in smooth:
             x = _numeric(col, name)
