@@ -146,11 +146,6 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     files, empty = scan_drop(source, key, site)
     summary.empty_folders = len(empty)
     series = group_series(files)
-    for s in series:  # the scan read a few tags of every file; read one header in full
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            s.full_header = pydicom.dcmread(s.files[0].path, stop_before_pixels=True,
-                                            force=True)
     summary.series = len(series)
     log.info("site %s: %d file(s), %d series", site, len(files), len(series))
 
@@ -159,11 +154,11 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     ids: dict[str, SubjectIdentity] = {}
     raw_pid: dict[str, str] = {}
     first_real: dict[str, date] = {}
-    for s in series:
-        pid = str(s.full_header.get("PatientID", "") or "")
+    for s in series:  # from the scan's header (the full one is read when converting)
+        pid = str(s.header.get("PatientID", "") or "")
         ident = identity_for(key, site, pid, shift_range)
         ids[s.uid], raw_pid[ident.subject] = ident, pid
-        d = _real_date(s.full_header)
+        d = _real_date(s.header)
         if d and (ident.subject not in first_real or d < first_real[ident.subject]):
             first_real[ident.subject] = d
     for subject in list(first_real):  # earlier sessions already in the dataset
@@ -176,17 +171,25 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
     work = state.intake_dir(bids) / ".work" / run_id.replace(":", "")
     series_rows, plans = [], []
     try:
-        # Series convert independently (dcm2niix runs as a subprocess): two at a time.
+        # Series convert independently (dcm2niix runs as a subprocess): two at a time,
+        # largest first so that the longest conversion does not start last.
         def convert(s: Series) -> dict:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s.full_header = pydicom.dcmread(s.files[0].path, stop_before_pixels=True,
+                                                force=True)
             return _convert_series(s, ids[s.uid], first_real, site, config, key, work,
                                    protocol, series_rows, visit)
 
+        by_size = sorted(series, key=lambda s: -sum(f.size for f in s.files))
         with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool, tqdm(
                 total=len(series), desc=f"intake {site}", unit="series",
                 disable=not progress) as bar:
-            for plan in pool.map(convert, series):
+            for plan in pool.map(convert, by_size):
                 plans.append(plan)
                 bar.update()
+        order = {id(s): i for i, s in enumerate(series)}
+        plans.sort(key=lambda p: order[id(p["series"])])
         series_rows.sort(key=lambda r: (r["subject"], r["session"], int(r["series_number"]),
                                         r["series"]))
         with state.locked(bids):

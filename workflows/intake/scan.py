@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -12,17 +15,17 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from trialprep.keys import StudyKey
-from trialprep.provenance import sha256_file
+from trialprep.workflows.intake import fast_header
 
 CONVERTED, QUARANTINED, IGNORED = "converted", "quarantined", "ignored"
-#: What the scan reads of every file; a series' first file is later read in full.
-SCAN_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
-             "PatientID", "Modality", "SeriesNumber", "SeriesDescription", "InstanceNumber",
-             "ImageType", "ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns",
-             "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "PixelData",
-             "FloatPixelData"]
+#: What the scan reads of every file (a series' first file is later read in full).
+SCAN_TAGS = [*fast_header.ATTRIBUTES, *fast_header.PIXEL_TAGS.values()]
+#: A scanned header: top-level values by keyword, as pydicom gives them (lists for
+#: multi-values, IS as int, DS as float, an empty number as None).
+Header = dict
 
 
 @dataclass
@@ -34,7 +37,7 @@ class InputFile:
     source_id: str
     sha256: str
     size: int
-    header: Dataset | None = None
+    header: Header | None = None
     outcome: str | None = None
     reason: str = ""
     series_key: str = ""
@@ -58,20 +61,56 @@ def walk_drop(root: Path) -> tuple[list[Path], list[Path]]:
     return files, empty
 
 
-def _expected_pixel_bytes(ds: Dataset) -> int | None:
+def _expected_pixel_bytes(h: Header) -> int | None:
     try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        bits = int(ds.BitsAllocated)
-        return int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames * (
-            (bits + 7) // 8)
-    except (AttributeError, TypeError, ValueError):
+        frames = int(h.get("NumberOfFrames") or 1)
+        return int(h["Rows"]) * int(h["Columns"]) * int(h.get("SamplesPerPixel") or 1) * \
+            frames * ((int(h["BitsAllocated"]) + 7) // 8)
+    except (KeyError, TypeError, ValueError):
         return None
 
 
-def read_header(path: Path, size: int) -> tuple[Dataset | None, str]:
-    """(header, problem). The header has no pixel values but its pixel element is checked
-    against the file size, so truncated files are caught without decoding."""
-    ds = None
+def _check_identity(h: Header) -> str:
+    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+               if not str(h.get(k, "") or "").strip()]
+    return f"DICOM without {', '.join(missing)}" if missing else ""
+
+
+def _check_pixels(h: Header, pixel: fast_header.PixelElement | None, size: int) -> str:
+    """'' for an image whose pixel element is whole; otherwise why not."""
+    if pixel is None:
+        return "no pixel data (not an image)"
+    if pixel.keyword == "PixelData" and pixel.length != fast_header.UNDEFINED:
+        if pixel.offset + pixel.length > size:
+            return (f"truncated: pixel data needs {pixel.length} bytes, file ends "
+                    f"{pixel.offset + pixel.length - size} bytes short")
+        expected = _expected_pixel_bytes(h)
+        if expected and pixel.length < expected:
+            return f"truncated: pixel data has {pixel.length} bytes, header implies {expected}"
+    return ""
+
+
+def _plain(value: object) -> object:
+    """A pydicom value as the fast reader gives it (built-in types)."""
+    if isinstance(value, MultiValue | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, pydicom.valuerep.IS):
+        return int(value)
+    if isinstance(value, pydicom.valuerep.DSfloat | pydicom.valuerep.DSdecimal):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def header_from_dataset(ds: Dataset) -> Header:
+    """The scan's values of a pydicom Dataset, in the fast reader's form."""
+    return {kw: _plain(ds[kw].value) for kw in fast_header.ATTRIBUTES if kw in ds}
+
+
+def _read_with_pydicom(path: Path, size: int) -> tuple[Header | None, str]:
+    """The slow path: files the fast reader does not handle (no preamble, big endian,
+    character sets, damage), with pydicom's judgement of what is wrong."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -86,37 +125,56 @@ def read_header(path: Path, size: int) -> tuple[Dataset | None, str]:
                 return None, "not a DICOM file"
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad files
             return None, f"unreadable DICOM ({type(exc).__name__}): file is truncated or corrupt"
-    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
-               if not str(ds.get(k, "") or "").strip()]
-    if missing:
-        return None, f"DICOM without {', '.join(missing)}"
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        return ds, "no pixel data (not an image)"
-    raw = ds.get_item(0x7FE00010)
+        try:
+            h = header_from_dataset(ds)
+        except Exception as exc:  # noqa: BLE001 - malformed values fail on conversion
+            return None, f"unreadable DICOM ({type(exc).__name__}): malformed header value"
+    if problem := _check_identity(h):
+        return None, problem
+    if "PixelData" not in ds and "FloatPixelData" not in ds \
+            and "DoubleFloatPixelData" not in ds:
+        return h, "no pixel data (not an image)"
+    raw = ds.get_item(fast_header.PIXEL_DATA)
     if raw is None:
-        return None, "truncated: pixel data element cut off"
+        if "PixelData" in ds:
+            return None, "truncated: pixel data element cut off"
+        return h, ""
     if isinstance(raw, pydicom.dataelem.RawDataElement):  # deferred: offset and length known
-        length, tell = raw.length, raw.value_tell
+        pixel = fast_header.PixelElement("PixelData", raw.value_tell, raw.length)
     else:  # read in full (pydicom reads what is left of a cut-off value)
-        length, tell = len(raw.value or b""), None
-    if length != 0xFFFFFFFF:  # native (not encapsulated) pixel data
-        if tell is not None and tell + length > size:
-            return None, (f"truncated: pixel data needs {length} bytes, file ends "
-                          f"{tell + length - size} bytes short")
-        expected = _expected_pixel_bytes(ds)
-        if expected and length < expected:
-            return None, f"truncated: pixel data has {length} bytes, header implies {expected}"
-    return ds, ""
+        pixel = fast_header.PixelElement("PixelData", -1, len(raw.value or b""))
+    problem = _check_pixels(h, pixel, size if pixel.offset >= 0 else 1 << 62)
+    return (None, problem) if problem.startswith("truncated") else (h, problem)
 
 
-def _scan_one(path: Path) -> tuple[int, str, Dataset | None, str]:
+def read_header(path: Path, size: int, buf=None) -> tuple[Header | None, str]:
+    """(header, problem). The header has no pixel values but the pixel element is checked
+    against the file size, so truncated files are caught without decoding. ``buf``: the
+    file's bytes when already mapped."""
+    try:
+        if buf is None:
+            with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) \
+                    as mapped:
+                h, pixel = fast_header.read_fields(mapped)
+        else:
+            h, pixel = fast_header.read_fields(buf)
+    except (fast_header.UnsupportedError, ValueError, struct.error, OSError):
+        return _read_with_pydicom(path, size)
+    if problem := _check_identity(h):
+        return None, problem
+    problem = _check_pixels(h, pixel, size)
+    return (None, problem) if problem.startswith("truncated") else (h, problem)
+
+
+def _scan_one(path: Path) -> tuple[int, str, Header | None, str]:
+    """(size, SHA-256, header, problem) of one file, read once (memory-mapped)."""
     size = path.stat().st_size
     if size == 0:
         return size, "", None, "empty file"
-    header, problem = read_header(path, size)
-    if header is not None:
-        header.pop(0x7FE00010, None)  # pixel values are never needed from the scan
-    return size, sha256_file(path), header, problem
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        digest = hashlib.sha256(buf).hexdigest()
+        header, problem = read_header(path, size, buf)
+    return size, digest, header, problem
 
 
 def scan_drop(root: Path, key: StudyKey, site: str,

@@ -15,7 +15,7 @@ class Series:
     uid: str
     files: list[InputFile] = field(default_factory=list)
     problem: str = ""
-    full_header: object = None  # the first file's complete header (read after grouping)
+    full_header: object = None  # the first file's complete header (read for conversion)
 
     @property
     def header(self):
@@ -36,7 +36,10 @@ def _signature(h) -> tuple:
 
 
 def _is_mosaic(h) -> bool:
-    return "MOSAIC" in [str(t).upper() for t in (h.get("ImageType") or [])]
+    image_type = h.get("ImageType") or []
+    if isinstance(image_type, str):
+        image_type = [image_type]
+    return "MOSAIC" in [str(t).upper() for t in image_type]
 
 
 def missing_slice_problem(files: list[InputFile]) -> str:
@@ -77,19 +80,19 @@ def group_series(files: list[InputFile]) -> list[Series]:
     by_sop: dict[str, InputFile] = {}
     conflicted: dict[str, str] = {}
     for f in iter_pending(files):
-        sop = str(f.header.SOPInstanceUID)
+        sop = str(f.header["SOPInstanceUID"])
         first = by_sop.get(sop)
         if first is None:
             by_sop[sop] = f
         elif first.sha256 == f.sha256:
             f.settle(IGNORED, f"exact duplicate of file {first.source_id}")
         else:
-            conflicted[str(f.header.SeriesInstanceUID)] = sop
+            conflicted[str(f.header["SeriesInstanceUID"])] = sop
             f.settle(QUARANTINED, f"conflicting duplicate instance: same SOPInstanceUID as "
                      f"file {first.source_id} but different content")
     groups: dict[str, Series] = {}
     for f in iter_pending(files):
-        uid = str(f.header.SeriesInstanceUID)
+        uid = str(f.header["SeriesInstanceUID"])
         groups.setdefault(uid, Series(uid)).files.append(f)
     series = []
     for uid, s in groups.items():
