@@ -84,7 +84,7 @@ def test_tissue_segmentation_matches_truth(session):
     seg = np.asarray(dseg.dataobj)
     scores = {name: _dice(seg == k, truth == k) for k, name in ((1, "CSF"), (2, "GM"), (3, "WM"))}
     assert scores["GM"] >= 0.85 and scores["WM"] >= 0.85, scores
-    assert scores["CSF"] >= 0.6, scores  # issue 3 asks 0.85: see the issue's notes
+    assert scores["CSF"] >= 0.85, scores
     mask = np.asarray(nib.load(deriv(session, "*_desc-brain_mask.nii.gz")).dataobj) > 0
     assert _dice(mask, truth > 0) >= 0.95
 

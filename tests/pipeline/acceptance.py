@@ -27,6 +27,31 @@ def load_truth(trial: Path) -> pd.DataFrame:
     return t
 
 
+def tissue_dice(trial: Path, bids: Path, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per processed session: Dice of the pipeline's CSF, GM and WM labels against the
+    generator's truth labels (taken onto the segmentation's grid, nearest neighbour)."""
+    import nibabel as nib
+    from nilearn.image import resample_to_img
+
+    rows = []
+    for _, r in truth.iterrows():
+        anat = bids / "derivatives" / "trialprep" / r["participant_id"] / r["session_id"] / "anat"
+        segs = [p for p in anat.glob("*_dseg.nii.gz") if "_desc-" not in p.name]
+        if not segs:
+            continue
+        seg_img = nib.load(segs[0])
+        seg = np.asarray(seg_img.dataobj).astype(int)
+        ref = np.asarray(resample_to_img(nib.load(trial / r["labels"]), seg_img,
+                                         interpolation="nearest", force_resample=True,
+                                         copy_header=True).dataobj).astype(int)
+        row = {"site": r["site"], "visit": r["visit"], "off_protocol": bool(r["off_protocol"])}
+        for k, name in ((1, "CSF"), (2, "GM"), (3, "WM")):
+            a, b = seg == k, ref == k
+            row[name] = 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def load_tables(out: Path) -> dict:
     d = out / "tables"
     return {"raw": pd.read_parquet(d / "biomarkers_unharmonized.parquet"),

@@ -15,6 +15,7 @@ from tests.pipeline.acceptance import (
     load_tables,
     load_truth,
     scanner_auc,
+    tissue_dice,
 )
 from tests.pipeline.conftest import trialprep_run
 from trialprep.virtual_trial.generate import generate_trial
@@ -28,7 +29,7 @@ def demo(tmp_path_factory):
     generate_trial(root / "trial", "default", seed=7, workers=2)
     proc = trialprep_run(root / "trial", root / "study", root / "trial" / "study.yaml")
     return {"tables": load_tables(root / "study"), "truth": load_truth(root / "trial"),
-            "stdout": proc.stdout}
+            "stdout": proc.stdout, "trial": root / "trial", "bids": root / "study" / "bids"}
 
 
 def test_scanner_prediction_auc_at_least_090_before_and_at_most_060_after(demo):
@@ -37,6 +38,14 @@ def test_scanner_prediction_auc_at_least_090_before_and_at_most_060_after(demo):
     assert auc["after"] <= 0.6 and auc["after_table"] <= 0.6, auc
     diag = demo["tables"]["diagnostics"]
     assert diag["site_auc_after"] <= 0.6, diag
+
+
+def test_tissue_dice_at_least_085(demo):
+    """Issue 3 on the demo trial: CSF, GM and WM Dice at least 0.85 (mean over sessions)."""
+    dice = tissue_dice(demo["trial"], demo["bids"], demo["truth"])
+    assert len(dice) >= 0.9 * len(demo["truth"])
+    mean = dice[["CSF", "GM", "WM"]].mean()
+    assert (mean >= 0.85).all(), dice.groupby("site").mean(numeric_only=True).round(3)
 
 
 def test_age_slope_and_diagnosis_effect_within_10_percent(demo):

@@ -182,6 +182,14 @@ def _hippo_factor(age: float, dx: str, years_from_baseline: float) -> float:
     return f
 
 
+def dominant_tissue(tissue: np.ndarray) -> np.ndarray:
+    """Truth labels (1 CSF, 2 GM, 3 WM, 0 none) from tissue fractions (3, ...): each voxel's
+    largest component, counting what is not brain tissue (skull, scalp, air) as one more.
+    The CSF around the brain (subarachnoid space) is CSF where it fills most of a voxel."""
+    other = np.clip(1.0 - tissue.sum(axis=0), 0.0, 1.0)
+    return np.concatenate([other[None], tissue]).argmax(axis=0).astype(np.uint8)
+
+
 def _session(arg) -> dict:
     job, sites, cfg, out, index = arg
     site = sites[job["site_index"]]
@@ -216,8 +224,7 @@ def _session(arg) -> dict:
     # Ground truth on the acquisition grid.
     shape = grid.shape
     tissue = np.stack([maps["csf"], maps["gm"], maps["wm"]]).reshape(3, *shape)
-    brain = maps["brain"].reshape(shape) > 0.5
-    dseg = np.where(brain, tissue.argmax(axis=0) + 1, 0).astype(np.uint8)
+    dseg = dominant_tissue(tissue)
     hippo = np.zeros(shape, np.uint8)
     hippo[maps["hippo_l"].reshape(shape) > 0.5] = 1
     hippo[maps["hippo_r"].reshape(shape) > 0.5] = 2
@@ -227,17 +234,17 @@ def _session(arg) -> dict:
     nib.save(nib.Nifti1Image(hippo, grid.affine_ras), out / "truth" / "labels" /
              f"{stem}_hippocampus.nii.gz")
     vox_ml = float(np.prod(voxel))
-    brain_p = maps["brain"]
     return {
         "site": site.name, "patient_id": job["pid"], "visit": visit_id, "epoch": epoch,
         "software": "\\".join(software), "age": round(job["age"], 3), "dx": job["dx"],
         "study_date": job["study_date"].isoformat(),
         "hippocampus_left_mm3": round(float(maps["hippo_l"].sum()) * vox_ml, 1),
         "hippocampus_right_mm3": round(float(maps["hippo_r"].sum()) * vox_ml, 1),
-        "gm_mm3": round(float((maps["gm"] * brain_p).sum()) * vox_ml, 1),
-        "wm_mm3": round(float((maps["wm"] * brain_p).sum()) * vox_ml, 1),
-        "csf_mm3": round(float((maps["csf"] * brain_p).sum()) * vox_ml, 1),
-        "tiv_mm3": round(float(brain_p.sum()) * vox_ml, 1),
+        # Tissue volumes, the CSF around the brain included; TIV is their sum.
+        "gm_mm3": round(float(maps["gm"].sum()) * vox_ml, 1),
+        "wm_mm3": round(float(maps["wm"].sum()) * vox_ml, 1),
+        "csf_mm3": round(float(maps["csf"].sum()) * vox_ml, 1),
+        "tiv_mm3": round(float(tissue.sum()) * vox_ml, 1),
         "off_protocol": bool("slice_thickness" in job),
         "labels": f"truth/labels/{stem}_dseg.nii.gz",
     }

@@ -74,6 +74,8 @@ VENDORS = {
 
 TISSUES = ("csf", "gm", "wm", "skull", "scalp")
 BASE_CONTRAST = {"csf": 0.22, "gm": 0.55, "wm": 0.85, "skull": 0.08, "scalp": 0.7}
+#: The softest scanner's point-spread function (FWHM, mm); the sharpest has 0.5 mm.
+MAX_PSF_FWHM_MM = 2.5
 
 
 def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
@@ -81,9 +83,11 @@ def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
     that bias morphometry most, so that every scanner leaves its own mark on the regional
     volumes, as vendor and sequence differences do in real multi-site data:
 
-    - a resolution axis: effective resolution (point-spread function) from 0.5 to 4 mm FWHM,
-      spaced evenly in FWHM squared, together with GM/WM contrast (GM from -12 % to +12 %;
-      both a wider PSF and a brighter GM shift partial-volume voxels from GM to WM);
+    - a resolution axis: effective resolution (point-spread function) from 0.5 to 2.5 mm
+      FWHM (sharp to soft on the trial's 2 mm grid; vendors' filtering and k-space
+      coverage differ by about this much), spaced evenly in FWHM squared, together with
+      GM/WM contrast (GM from -12 % to +12 %; both a wider PSF and a brighter GM shift
+      partial-volume voxels from GM to WM);
     - CSF contrast from -30 % to +30 %, in an independent order.
 
     Gain 0.7-1.4, offset, bias field (up to 25 %), noise and WM contrast are drawn at random.
@@ -103,7 +107,7 @@ def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
             bias_amplitude=float(rng.uniform(0.05, 0.25)),
             bias_coeffs=(coeffs / np.linalg.norm(coeffs)).tolist(),
             noise_sd=float(rng.uniform(0.015, 0.04)),
-            blur_fwhm_mm=float(np.sqrt(0.5**2 + ti * (4.0**2 - 0.5**2)))))
+            blur_fwhm_mm=float(np.sqrt(0.5**2 + ti * (MAX_PSF_FWHM_MM**2 - 0.5**2)))))
     return effects
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from nipype.interfaces.utility import Function, IdentityInterface
 from nipype.pipeline import engine as pe
 
+from trialprep.workflows.anat.external_csf import ExternalCSF
 from trialprep.workflows.anat.interfaces import (
     ApplyTransforms,
     AtroposSegmentation,
@@ -51,7 +52,9 @@ def _regional_thickness(thickness: str, atlas: str, atlas_labels: str) -> dict:
 def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: str = "SyN",
                          seed: int = 42, single_threaded: bool = True,
                          syn_iterations: tuple[int, ...] = (40, 20, 0),
-                         prior_weight: float = 0.25, thickness: bool = True,
+                         prior_weight: float = 0.25, mrf_weight: float = 0.2,
+                         external_csf_mm: float = 4.0,
+                         thickness: bool = True,
                          thickness_iterations: int = 45,
                          name: str = "anat_preproc_wf") -> pe.Workflow:
     """T1w bias correction, template-based brain extraction, registration to MNI152,
@@ -65,8 +68,9 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     ------------------------
     t1w_preproc : N4-corrected T1w (native space)
     bias_field : the estimated bias field
-    brain_mask : template brain mask brought to native space
-    dseg, probseg : Atropos labels (1 CSF, 2 GM, 3 WM) and posteriors
+    brain_mask : intracranial mask: the template brain mask brought to native space and
+        the CSF around the brain (within ``external_csf_mm`` of it)
+    dseg, probseg : Atropos labels (1 CSF, 2 GM, 3 WM) and posteriors, with that CSF
     std_warped : T1w in MNI152 space
     forward_transforms, inverse_transforms : native <-> MNI152 transforms
     registration_metric : final mutual information (registration cost)
@@ -106,8 +110,10 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                                            interpolator="genericLabel"), name="atlas_to_native")
     mask = pe.Node(Function(input_names=["in_file"], output_names=["out"],
                             function=_threshold), name="brain_mask")
-    atropos = pe.Node(AtroposSegmentation(prior_weight=prior_weight, seed=seed),
+    atropos = pe.Node(AtroposSegmentation(prior_weight=prior_weight, mrf_weight=mrf_weight,
+                                          seed=seed),
                       name="atropos")
+    ext_csf = pe.Node(ExternalCSF(band_mm=external_csf_mm), name="external_csf")
     vols = pe.Node(RegionalVolumes(atlas_labels=str(atlas_labels)), name="volumes")
     iqms = pe.Node(ComputeIQMs(), name="iqms")
 
@@ -122,12 +128,14 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         (n4, atropos, [("out_file", "in_file")]),
         (mask, atropos, [("out", "mask_file")]),
         (to_native, atropos, [(("out_files", rest), "priors")]),
-        (atropos, vols, [("dseg", "dseg")]),
-        (mask, vols, [("out", "brain_mask")]),
+        (n4, ext_csf, [("out_file", "in_file")]),
+        (mask, ext_csf, [("out", "mask_file")]),
+        (atropos, ext_csf, [("dseg", "dseg"), ("probseg", "probseg")]),
+        (ext_csf, vols, [("dseg", "dseg"), ("mask_file", "brain_mask")]),
         (atlas_native, vols, [(("out_files", first), "atlas")]),
         (n4, outputnode, [("out_file", "t1w_preproc"), ("bias_file", "bias_field")]),
-        (mask, outputnode, [("out", "brain_mask")]),
-        (atropos, outputnode, [("dseg", "dseg"), ("probseg", "probseg")]),
+        (ext_csf, outputnode, [("mask_file", "brain_mask"), ("dseg", "dseg"),
+                               ("probseg", "probseg")]),
         (reg, outputnode, [("warped", "std_warped"), ("forward_transforms",
                                                        "forward_transforms"),
                            ("inverse_transforms", "inverse_transforms"),
@@ -136,9 +144,8 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         (atlas_native, outputnode, [(("out_files", first), "atlas_native")]),
         (n4, outputnode, [("head_mask", "head_mask")]),
         (inputnode, iqms, [("t1w", "in_file")]),
-        (atropos, iqms, [("dseg", "dseg")]),
+        (ext_csf, iqms, [("dseg", "dseg"), ("mask_file", "brain_mask")]),
         (n4, iqms, [("head_mask", "head_mask"), ("bias_file", "bias_file")]),
-        (mask, iqms, [("out", "brain_mask")]),
         (reg, iqms, [("metric", "registration_metric")]),
         (iqms, outputnode, [("iqms", "iqms")]),
     ])
@@ -150,7 +157,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                            name="regional_thickness")
         regional.inputs.atlas_labels = str(atlas_labels)
         wf.connect([
-            (atropos, kk, [("dseg", "dseg"), ("probseg", "probseg")]),
+            (ext_csf, kk, [("dseg", "dseg"), ("probseg", "probseg")]),
             (kk, regional, [("thickness", "thickness")]),
             (atlas_native, regional, [(("out_files", first), "atlas")]),
             (kk, outputnode, [("thickness", "thickness")]),

@@ -173,6 +173,7 @@ class _AtroposInputSpec(BaseInterfaceInputSpec):
     mask_file = File(exists=True, mandatory=True)
     priors = InputMultiObject(File(exists=True), mandatory=True, desc="CSF, GM, WM priors")
     prior_weight = traits.Float(0.25, usedefault=True)
+    mrf_weight = traits.Float(0.2, usedefault=True, desc="MRF smoothing (Atropos -m [w,1x1x1])")
     seed = traits.Int(42, usedefault=True)
 
 
@@ -197,7 +198,8 @@ class AtroposSegmentation(SimpleInterface):
         # r=0: Atropos' --use-random-seed 0 (a constant internal seed, reproducible runs)
         previous, tempfile.tempdir = tempfile.tempdir, runtime.cwd  # its scratch files
         try:
-            seg = ants.atropos(a=img, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]",
+            mrf = f"[{self.inputs.mrf_weight},{'x'.join(['1'] * img.dimension)}]"
+            seg = ants.atropos(a=img, x=mask, i=priors, m=mrf, c="[5,0]",
                                priorweight=self.inputs.prior_weight, r=0)
         finally:
             tempfile.tempdir = previous

@@ -139,7 +139,9 @@ def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dic
         template_dir=template_cache_dir(), resolution=a["template_resolution"],
         transform=a["transform"], syn_iterations=a["syn_iterations"], seed=a["seed"],
         single_threaded=a["single_threaded"],
-        prior_weight=a["prior_weight"], thickness=a["thickness"]["enabled"],
+        prior_weight=a["prior_weight"], mrf_weight=a["mrf_weight"],
+        external_csf_mm=a["external_csf_mm"],
+        thickness=a["thickness"]["enabled"],
         thickness_iterations=a["thickness"]["iterations"])
     wf.base_dir = str(work)
     wf.inputs.inputnode.t1w = str(t1w)

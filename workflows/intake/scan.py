@@ -108,7 +108,7 @@ def header_from_dataset(ds: Dataset) -> Header:
     return {kw: _plain(ds[kw].value) for kw in fast_header.ATTRIBUTES if kw in ds}
 
 
-def _read_with_pydicom(path: Path, size: int) -> tuple[Header | None, str]:
+def read_with_pydicom(path: Path, size: int) -> tuple[Header | None, str]:
     """The slow path: files the fast reader does not handle (no preamble, big endian,
     character sets, damage), with pydicom's judgement of what is wrong."""
     with warnings.catch_warnings():
@@ -159,7 +159,7 @@ def read_header(path: Path, size: int, buf=None) -> tuple[Header | None, str]:
         else:
             h, pixel = fast_header.read_fields(buf)
     except (fast_header.UnsupportedError, ValueError, struct.error, OSError):
-        return _read_with_pydicom(path, size)
+        return read_with_pydicom(path, size)
     if problem := _check_identity(h):
         return None, problem
     problem = _check_pixels(h, pixel, size)
