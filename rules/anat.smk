@@ -8,6 +8,9 @@ from trialprep.workflows.anat.session import (
 
 DERIV = derivatives_root(BIDS)
 ANAT = STUDY["anat"]
+# ITK threads, or DiReCT's slab processes when more (each single-threaded).
+ANAT_THREADS = max(1 if ANAT["single_threaded"] else ANAT["threads"],
+                   ANAT["thickness"]["processes"] if ANAT["thickness"]["enabled"] else 1)
 
 
 def anat_rows(wildcards):
@@ -32,7 +35,7 @@ rule anat_session:
     wildcard_constraints:
         sub="[A-Za-z0-9]+",
         ses="[A-Za-z0-9]+",
-    threads: 1 if ANAT["single_threaded"] else ANAT["threads"]
+    threads: ANAT_THREADS
     resources:
         mem_mb=ANAT["resources"]["mem_mb"],
         runtime=ANAT["resources"]["runtime"],

@@ -55,7 +55,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                          prior_weight: float = 0.25, mrf_weight: float = 0.2,
                          external_csf_mm: float = 4.0,
                          thickness: bool = True,
-                         thickness_iterations: int = 45,
+                         thickness_iterations: int = 45, thickness_processes: int = 1,
                          name: str = "anat_preproc_wf") -> pe.Workflow:
     """T1w bias correction, template-based brain extraction, registration to MNI152,
     3-tissue segmentation, regional volumes, cortical thickness and image-quality metrics.
@@ -151,6 +151,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     ])
     if thickness:
         kk = pe.Node(CorticalThickness(iterations=thickness_iterations, seed=seed,
+                                       processes=thickness_processes,
                                        single_threaded=single_threaded), name="thickness")
         regional = pe.Node(Function(input_names=["thickness", "atlas", "atlas_labels"],
                                     output_names=["out"], function=_regional_thickness),

@@ -142,7 +142,8 @@ def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dic
         prior_weight=a["prior_weight"], mrf_weight=a["mrf_weight"],
         external_csf_mm=a["external_csf_mm"],
         thickness=a["thickness"]["enabled"],
-        thickness_iterations=a["thickness"]["iterations"])
+        thickness_iterations=a["thickness"]["iterations"],
+        thickness_processes=a["thickness"]["processes"])
     wf.base_dir = str(work)
     wf.inputs.inputnode.t1w = str(t1w)
     graph = wf.run(plugin="Linear")
