@@ -81,7 +81,7 @@ def _check_pixels(h: Header, pixel: fast_header.PixelElement | None, size: int) 
     if pixel is None:
         return "no pixel data (not an image)"
     if pixel.keyword == "PixelData" and pixel.length != fast_header.UNDEFINED:
-        if pixel.offset + pixel.length > size:
+        if pixel.offset >= 0 and pixel.offset + pixel.length > size:  # -1: offset unknown
             return (f"truncated: pixel data needs {pixel.length} bytes, file ends "
                     f"{pixel.offset + pixel.length - size} bytes short")
         expected = _expected_pixel_bytes(h)
@@ -143,7 +143,7 @@ def read_with_pydicom(path: Path, size: int) -> tuple[Header | None, str]:
         pixel = fast_header.PixelElement("PixelData", raw.value_tell, raw.length)
     else:  # read in full (pydicom reads what is left of a cut-off value)
         pixel = fast_header.PixelElement("PixelData", -1, len(raw.value or b""))
-    problem = _check_pixels(h, pixel, size if pixel.offset >= 0 else 1 << 62)
+    problem = _check_pixels(h, pixel, size)
     return (None, problem) if problem.startswith("truncated") else (h, problem)
 
 
