@@ -184,3 +184,5 @@ def test_bad_t1w_is_reported_in_the_session_outputs(tmp_path, session, data, rea
     row = pd.read_csv(biomarker_row_path(bids, "bad", "01"), sep="\t",
                       keep_default_na=False).iloc[0]
     assert row["status"] == "failed" and reason in row["reason"]
+    # A session stops at the step that failed: nothing after registration ran.
+    assert not list((tmp_path / "work").rglob("atropos"))

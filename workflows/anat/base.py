@@ -16,7 +16,7 @@ from trialprep.workflows.anat.interfaces import (
     RegisterToTemplate,
 )
 from trialprep.workflows.anat.iqms import ComputeIQMs
-from trialprep.workflows.anat.templates import write_atlas, write_template
+from trialprep.workflows.anat.templates import TEMPLATE_SPACE, write_atlas, write_template
 from trialprep.workflows.anat.thickness import CorticalThickness
 from trialprep.workflows.anat.volumes import RegionalVolumes
 
@@ -56,6 +56,7 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                          external_csf_mm: float = 4.0,
                          thickness: bool = True,
                          thickness_iterations: int = 45, thickness_processes: int = 1,
+                         min_correlation: float = -1.0,
                          name: str = "anat_preproc_wf") -> pe.Workflow:
     """T1w bias correction, template-based brain extraction, registration to MNI152,
     3-tissue segmentation, regional volumes, cortical thickness and image-quality metrics.
@@ -74,6 +75,8 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     std_warped : T1w in MNI152 space
     forward_transforms, inverse_transforms : native <-> MNI152 transforms
     registration_metric : final mutual information (registration cost)
+    registration_correlation : correlation of ``std_warped`` with the template in its mask;
+        below ``min_correlation`` the registration node fails and nothing after it runs
     volumes : TSV of tissue, TIV and atlas-region volumes (mm^3)
     head_mask : the head mask N4 was fitted in
     atlas_native : the atlas labels in native space
@@ -92,7 +95,8 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     inputnode = pe.Node(IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(IdentityInterface(fields=[
         "t1w_preproc", "bias_field", "brain_mask", "dseg", "probseg", "std_warped",
-        "forward_transforms", "inverse_transforms", "registration_metric", "volumes",
+        "forward_transforms", "inverse_transforms", "registration_metric",
+        "registration_correlation", "volumes",
         "head_mask", "atlas_native", "thickness", "regional_thickness", "iqms", "template",
         "template_mask"]), name="outputnode")
     outputnode.inputs.template = str(tpl["T1w"])
@@ -101,7 +105,9 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     reg = pe.Node(RegisterToTemplate(fixed=str(tpl["T1w"]), fixed_mask=str(tpl["mask"]),
                                      transform=transform, seed=seed,
                                      syn_iterations=list(syn_iterations),
-                                     single_threaded=single_threaded), name="register")
+                                     single_threaded=single_threaded,
+                                     template_name=TEMPLATE_SPACE,
+                                     min_correlation=min_correlation), name="register")
     to_native = pe.Node(ApplyTransforms(in_files=[str(tpl[k]) for k in ("mask", "CSF", "GM",
                                                                          "WM")],
                                         invert=[True, False], interpolator="linear"),
@@ -139,7 +145,8 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         (reg, outputnode, [("warped", "std_warped"), ("forward_transforms",
                                                        "forward_transforms"),
                            ("inverse_transforms", "inverse_transforms"),
-                           ("metric", "registration_metric")]),
+                           ("metric", "registration_metric"),
+                           ("correlation", "registration_correlation")]),
         (vols, outputnode, [("out_tsv", "volumes")]),
         (atlas_native, outputnode, [(("out_files", first), "atlas_native")]),
         (n4, outputnode, [("head_mask", "head_mask")]),

@@ -33,6 +33,10 @@ class InvalidT1wError(ValueError):
     """A T1w image that cannot be processed; the message says why."""
 
 
+class RegistrationError(RuntimeError):
+    """Registration to the template failed its check; the message says why."""
+
+
 def check_t1w(path: str) -> None:
     """Refuse images that are not 3-D, have NaN/inf values or carry no signal."""
     import nibabel as nib
@@ -98,6 +102,11 @@ class _RegInputSpec(BaseInterfaceInputSpec):
                                  desc="SyN iterations per level, coarse to fine")
     seed = traits.Int(42, usedefault=True)
     single_threaded = traits.Bool(True, usedefault=True)
+    template_name = traits.Str("template", usedefault=True, desc="named in the error")
+    min_correlation = traits.Float(
+        -1.0, usedefault=True,
+        desc="least correlation of the registered image with the template inside its mask; "
+             "below it the node raises RegistrationError and the workflow stops there")
 
 
 class _RegOutputSpec(TraitedSpec):
@@ -105,6 +114,7 @@ class _RegOutputSpec(TraitedSpec):
     forward_transforms = OutputMultiObject(File(exists=True))
     inverse_transforms = OutputMultiObject(File(exists=True))
     metric = traits.Float(desc="final Mattes mutual information (lower is better)")
+    correlation = traits.Float(desc="correlation with the template inside its mask")
 
 
 class RegisterToTemplate(SimpleInterface):
@@ -132,7 +142,24 @@ class RegisterToTemplate(SimpleInterface):
         self._results["inverse_transforms"] = list(reg["invtransforms"])
         self._results["metric"] = float(ants.image_similarity(fixed, reg["warpedmovout"],
                                                               metric_type="MattesMutualInformation"))
+        mask = (kwargs["mask"] if "mask" in kwargs else fixed * 0 + 1).numpy() > 0
+        corr = correlation_in_mask(reg["warpedmovout"].numpy(), fixed.numpy(), mask)
+        self._results["correlation"] = corr
+        if corr < self.inputs.min_correlation:
+            raise RegistrationError(
+                f"registration to {self.inputs.template_name} failed: correlation with the "
+                f"template {corr:.2f} < {self.inputs.min_correlation}")
         return runtime
+
+
+def correlation_in_mask(a, b, mask) -> float:
+    """Pearson correlation of two images over ``mask`` (0 when either is constant there)."""
+    import numpy as np
+
+    x, y = np.asarray(a, np.float64)[mask], np.asarray(b, np.float64)[mask]
+    if x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 class _ApplyInputSpec(BaseInterfaceInputSpec):
