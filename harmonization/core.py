@@ -171,112 +171,116 @@ def _fit(
     # The training-data checksum (provenance) is computed alongside the fit (see ``seal``).
     hasher = ThreadPoolExecutor(1)
     data_hash = hasher.submit(sha256_array, Y)
-    # Location/scale standardisation: one least-squares fit for all features.
-    nb = len(levels)
-    B = np.linalg.solve(design.T @ design, design.T @ Y)
-    beta_cov = B[nb:]
-    members = [np.flatnonzero(idx == b) for b in range(nb)]
-    # One pass over the data: per-batch mean and centred sum of squares of Z = Y - C beta.
-    # Everything else (pooled variance, standardized batch effects) follows exactly from them.
-    mean_z = np.empty((nb, p))
-    css_z = np.empty((nb, p))
+    try:
+        # Location/scale standardisation: one least-squares fit for all features.
+        nb = len(levels)
+        B = np.linalg.solve(design.T @ design, design.T @ Y)
+        beta_cov = B[nb:]
+        members = [np.flatnonzero(idx == b) for b in range(nb)]
+        # One pass over the data: per-batch mean and centred sum of squares of Z = Y - C beta.
+        # Everything else (pooled variance, standardized batch effects) follows exactly from them.
+        mean_z = np.empty((nb, p))
+        css_z = np.empty((nb, p))
 
-    def batch_stats(b: int) -> None:
-        # Row chunks small enough to stay in cache; chunk means and centred sums of squares
-        # are merged exactly (Chan, Golub & LeVeque 1983).
-        mean, m2, seen = np.zeros(p), np.zeros(p), 0
-        for rows in _row_chunks(members[b], p):
-            Zc = Y[rows] - C[rows] @ beta_cov if C.shape[1] else Y[rows].copy()
-            m_c = Zc.mean(axis=0)
-            Zc -= m_c
-            n_c = Zc.shape[0]
-            delta = m_c - mean
-            total = seen + n_c
-            mean += delta * (n_c / total)
-            m2 += np.einsum("ij,ij->j", Zc, Zc) + delta * delta * (seen * n_c / total)
-            seen = total
-        mean_z[b], css_z[b] = mean, m2
+        def batch_stats(b: int) -> None:
+            # Row chunks small enough to stay in cache; chunk means and centred sums of squares
+            # are merged exactly (Chan, Golub & LeVeque 1983).
+            mean, m2, seen = np.zeros(p), np.zeros(p), 0
+            for rows in _row_chunks(members[b], p):
+                Zc = Y[rows] - C[rows] @ beta_cov if C.shape[1] else Y[rows].copy()
+                m_c = Zc.mean(axis=0)
+                Zc -= m_c
+                n_c = Zc.shape[0]
+                delta = m_c - mean
+                total = seen + n_c
+                mean += delta * (n_c / total)
+                m2 += np.einsum("ij,ij->j", Zc, Zc) + delta * delta * (seen * n_c / total)
+                seen = total
+            mean_z[b], css_z[b] = mean, m2
 
-    _parallel(batch_stats, range(nb))
-    if not (np.isfinite(css_z).all() and np.isfinite(mean_z).all()):
-        require_finite(Y, features)  # NaN/inf propagate into the statistics: name them
-    grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
-    if ref is not None:  # residuals of the reference batch only, around its own fit
-        var_pooled = (css_z[ref] + counts[ref] * (mean_z[ref] - B[ref]) ** 2) / counts[ref]
-    else:
-        var_pooled = (css_z + counts[:, None] * (mean_z - B[:nb]) ** 2).sum(axis=0) / n
-    # Constant features, and features fully explained by the design, pass through unchanged.
-    # Only features whose pooled variance is ~0 can be constant: check those exactly.
-    tiny = np.flatnonzero(np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean) + 1e-300)
-    constant = np.zeros(p, bool)
-    constant[tiny] = (Y[:, tiny] == Y[0, tiny]).all(axis=0)
-    degenerate = ~constant & (np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean))
-    if degenerate.any():
-        warnings.warn(
-            f"{int(degenerate.sum())} feature(s) fully explained by batch and covariates (zero "
-            "residual variance) are passed through unchanged", stacklevel=2)
-    active = ~constant & ~degenerate & (var_pooled > 0)
-    if not active.any():
-        raise HarmonizationError("no feature varies: nothing to harmonize")
-    act = np.flatnonzero(active)
-    pa = act.size
-    grand_mean, beta_cov, var_pooled = grand_mean[act], beta_cov[:, act], var_pooled[act]
-    sd = np.sqrt(var_pooled)
-    mean_b = (mean_z[:, act] - grand_mean) / sd  # per-batch mean of standardized data
-    css_b = css_z[:, act] / var_pooled
-
-    # Batch-design row of each batch; Bd' s summed from the batch means.
-    rows_design = _batch_design(np.arange(nb), nb, ref)
-    Bd_s = rows_design.T @ (counts[:, None] * mean_b)
-    gamma_hat = np.linalg.solve(rows_design.T @ (counts[:, None] * rows_design), Bd_s)
-    if mean_only:
-        delta_hat = np.ones((nb, pa))
-    else:
-        delta_hat = css_b / (counts[:, None] - 1)
-        delta_hat[delta_hat == 0] = 1.0  # as sva/neuroCombat
-    gamma_bar = gamma_hat.mean(axis=1)
-    t2 = gamma_hat.var(axis=1, ddof=1)
-
-    gamma_star = np.empty_like(gamma_hat)
-    delta_star = np.empty_like(delta_hat)
-    iterations = [0] * nb
-
-    def estimate(b: int) -> None:
-        if b == ref:
-            return  # the reference batch is not adjusted (set below)
-        if not eb_:
-            gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
-        elif parametric:
-            if mean_only:
-                gamma_star[b] = eb.parametric_mean_only(gamma_hat[b], gamma_bar[b], t2[b])
-                delta_star[b] = 1.0
-            else:
-                a, bb = eb.inverse_gamma_prior(delta_hat[b])
-                gamma_star[b], delta_star[b], iterations[b] = eb.parametric(
-                    int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b],
-                    gamma_bar[b], t2[b], a, bb)
+        _parallel(batch_stats, range(nb))
+        if not (np.isfinite(css_z).all() and np.isfinite(mean_z).all()):
+            require_finite(Y, features)  # NaN/inf propagate into the statistics: name them
+        grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
+        if ref is not None:  # residuals of the reference batch only, around its own fit
+            var_pooled = (css_z[ref] + counts[ref] * (mean_z[ref] - B[ref]) ** 2) / counts[ref]
         else:
-            gamma_star[b], delta_star[b] = eb.nonparametric(
-                int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b])
+            var_pooled = (css_z + counts[:, None] * (mean_z - B[:nb]) ** 2).sum(axis=0) / n
+        # Constant features, and features fully explained by the design, pass through unchanged.
+        # Only features whose pooled variance is ~0 can be constant: check those exactly.
+        tiny = np.flatnonzero(np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean) + 1e-300)
+        constant = np.zeros(p, bool)
+        constant[tiny] = (Y[:, tiny] == Y[0, tiny]).all(axis=0)
+        degenerate = ~constant & (np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean))
+        if degenerate.any():
+            warnings.warn(
+                f"{int(degenerate.sum())} feature(s) fully explained by batch and covariates (zero "
+                "residual variance) are passed through unchanged", stacklevel=2)
+        active = ~constant & ~degenerate & (var_pooled > 0)
+        if not active.any():
+            raise HarmonizationError("no feature varies: nothing to harmonize")
+        act = np.flatnonzero(active)
+        pa = act.size
+        grand_mean, beta_cov, var_pooled = grand_mean[act], beta_cov[:, act], var_pooled[act]
+        sd = np.sqrt(var_pooled)
+        mean_b = (mean_z[:, act] - grand_mean) / sd  # per-batch mean of standardized data
+        css_b = css_z[:, act] / var_pooled
 
-    _parallel(estimate, range(nb))
-    if ref is not None:
-        gamma_star[ref], delta_star[ref] = 0.0, 1.0
+        # Batch-design row of each batch; Bd' s summed from the batch means.
+        rows_design = _batch_design(np.arange(nb), nb, ref)
+        Bd_s = rows_design.T @ (counts[:, None] * mean_b)
+        gamma_hat = np.linalg.solve(rows_design.T @ (counts[:, None] * rows_design), Bd_s)
+        if mean_only:
+            delta_hat = np.ones((nb, pa))
+        else:
+            delta_hat = css_b / (counts[:, None] - 1)
+            delta_hat[delta_hat == 0] = 1.0  # as sva/neuroCombat
+        gamma_bar = gamma_hat.mean(axis=1)
+        t2 = gamma_hat.var(axis=1, ddof=1)
 
-    provenance = {
-        "created": utc_now(), "trialprep": __version__,
-        "packages": package_versions(("numpy", "scipy", "pandas")),
-        "n_samples": n, "n_features": p,
-    }
-    model = ComBatModel(
-        provenance=provenance, features=features, active=active, batches=levels,
-        ref_batch=levels[ref] if ref is not None else None, terms=terms,
-        n_per_batch=counts.tolist(), grand_mean=grand_mean,
-        beta_cov=beta_cov, var_pooled=var_pooled, gamma_hat=gamma_hat, delta_hat=delta_hat,
-        gamma_star=gamma_star, delta_star=delta_star,
-        settings={"parametric": parametric, "eb": eb_, "mean_only": mean_only,
-                  "n_knots": n_knots, "eb_iterations": iterations},
-    )
+        gamma_star = np.empty_like(gamma_hat)
+        delta_star = np.empty_like(delta_hat)
+        iterations = [0] * nb
+
+        def estimate(b: int) -> None:
+            if b == ref:
+                return  # the reference batch is not adjusted (set below)
+            if not eb_:
+                gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
+            elif parametric:
+                if mean_only:
+                    gamma_star[b] = eb.parametric_mean_only(gamma_hat[b], gamma_bar[b], t2[b])
+                    delta_star[b] = 1.0
+                else:
+                    a, bb = eb.inverse_gamma_prior(delta_hat[b])
+                    gamma_star[b], delta_star[b], iterations[b] = eb.parametric(
+                        int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b],
+                        gamma_bar[b], t2[b], a, bb)
+            else:
+                gamma_star[b], delta_star[b] = eb.nonparametric(
+                    int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b])
+
+        _parallel(estimate, range(nb))
+        if ref is not None:
+            gamma_star[ref], delta_star[ref] = 0.0, 1.0
+
+        provenance = {
+            "created": utc_now(), "trialprep": __version__,
+            "packages": package_versions(("numpy", "scipy", "pandas")),
+            "n_samples": n, "n_features": p,
+        }
+        model = ComBatModel(
+            provenance=provenance, features=features, active=active, batches=levels,
+            ref_batch=levels[ref] if ref is not None else None, terms=terms,
+            n_per_batch=counts.tolist(), grand_mean=grand_mean,
+            beta_cov=beta_cov, var_pooled=var_pooled, gamma_hat=gamma_hat, delta_hat=delta_hat,
+            gamma_star=gamma_star, delta_star=delta_star,
+            settings={"parametric": parametric, "eb": eb_, "mean_only": mean_only,
+                      "n_knots": n_knots, "eb_iterations": iterations},
+        )
+    except BaseException:  # no checksum thread left behind
+        hasher.shutdown(wait=False, cancel_futures=True)
+        raise
 
     def seal() -> None:
         hasher.shutdown()  # waits for the checksum

@@ -112,3 +112,24 @@ def test_inputs_are_not_modified():
     harmonize(X, batch, cov, categorical=["dx"], smooth=["age"])
     pd.testing.assert_frame_equal(X, X0)
     pd.testing.assert_frame_equal(cov, cov0)
+
+
+def test_a_failed_fit_leaves_no_thread_behind():
+    """The training-data checksum runs in a thread beside the fit; a fit that fails (here on
+    an inf found in the batch statistics) shuts it down instead of leaving it idle."""
+    import threading
+    import time
+
+    X, batch, _, _ = simulate_sites(seed=5)
+    X = X.copy()
+    X.iloc[3, 1] = np.inf
+    before = set(threading.enumerate())
+    with pytest.raises(HarmonizationError, match="non-finite") as info:
+        fit(X, batch)
+    # ``info`` keeps the traceback, and with it the fit's frame, alive (as a caller that
+    # reports the error does), so garbage collection cannot be what ends the thread.
+    deadline = time.monotonic() + 10
+    while set(threading.enumerate()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not set(threading.enumerate()) - before
+    assert info.traceback
