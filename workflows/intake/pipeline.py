@@ -53,7 +53,13 @@ from trialprep.workflows.intake.deid import (
     shift_for,
 )
 from trialprep.workflows.intake.protocol import check_series, classify, find_value
-from trialprep.workflows.intake.scan import CONVERTED, IGNORED, QUARANTINED, scan_drop
+from trialprep.workflows.intake.scan import (
+    CONVERTED,
+    IGNORED,
+    QUARANTINED,
+    read_series_header,
+    scan_drop,
+)
 from trialprep.workflows.intake.schedule import assign_visit, completeness
 from trialprep.workflows.intake.series import Series, group_series
 
@@ -174,10 +180,7 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
         # Series convert independently (dcm2niix runs as a subprocess): two at a time,
         # largest first so that the longest conversion does not start last.
         def convert(s: Series) -> dict:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                s.full_header = pydicom.dcmread(s.files[0].path, stop_before_pixels=True,
-                                                force=True)
+            s.full_header = read_series_header(s.files[0].path)
             return _convert_series(s, ids[s.uid], first_real, site, config, key, work,
                                    protocol, series_rows, visit)
 

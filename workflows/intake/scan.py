@@ -147,6 +147,51 @@ def read_with_pydicom(path: Path, size: int) -> tuple[Header | None, str]:
     return (None, problem) if problem.startswith("truncated") else (h, problem)
 
 
+PER_FRAME_GROUPS = 0x52009230  # PerFrameFunctionalGroupsSequence
+
+
+def read_series_header(path: Path) -> Dataset:
+    """The header of a series' first file, for classification, the protocol check and the
+    identifying values: every attribute before the pixel data, except that of an enhanced
+    multi-frame file's per-frame functional groups only the first item is read (the others
+    repeat it per frame, and pydicom takes 50-150 ms to parse them all). Anything odd falls
+    back to pydicom's whole header."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _header_with_first_frame(path)
+        except Exception:  # noqa: BLE001 - the whole header is the fallback
+            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+
+
+def _header_with_first_frame(path: Path) -> Dataset:
+    from pydicom.charset import convert_encodings
+    from pydicom.filereader import read_partial, read_sequence_item
+    from pydicom.sequence import Sequence
+
+    with open(path, "rb") as fp:
+        ds = read_partial(fp, stop_when=lambda tag, vr, length: tag >= PER_FRAME_GROUPS,
+                          force=True)
+        implicit, little = ds.original_encoding
+        if implicit is None or little is None:
+            raise ValueError("unknown transfer syntax")
+        pos = fp.tell()
+        head = fp.read(8 if implicit else 12)
+        order = "<" if little else ">"
+        if head[:4] != struct.pack(f"{order}HH", 0x5200, 0x9230):
+            return ds  # no per-frame groups: read_partial stopped at the pixel data
+        if not implicit and head[4:6] != b"SQ":
+            raise ValueError("per-frame functional groups not encoded as a sequence")
+        length = struct.unpack(f"{order}I", head[-4:])[0]
+        if length:
+            fp.seek(pos + len(head))
+            charset = convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+            item = read_sequence_item(fp, implicit, little, charset)
+            if item is not None:
+                ds.PerFrameFunctionalGroupsSequence = Sequence([item])
+    return ds
+
+
 def read_header(path: Path, size: int, buf=None) -> tuple[Header | None, str]:
     """(header, problem). The header has no pixel values but the pixel element is checked
     against the file size, so truncated files are caught without decoding. ``buf``: the
