@@ -31,6 +31,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.intake
 	$(BIN)/python -m benchmarks.harmonization
 	$(BIN)/python -m benchmarks.anat
+	$(BIN)/python -m benchmarks.thickness_phantom
 	$(BIN)/python -m benchmarks.dag
 
 containers:
