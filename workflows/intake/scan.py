@@ -152,10 +152,10 @@ PER_FRAME_GROUPS = 0x52009230  # PerFrameFunctionalGroupsSequence
 
 def read_series_header(path: Path) -> Dataset:
     """The header of a series' first file, for classification, the protocol check and the
-    identifying values: every attribute before the pixel data, except that of an enhanced
-    multi-frame file's per-frame functional groups only the first item is read (the others
-    repeat it per frame, and pydicom takes 50-150 ms to parse them all). Anything odd falls
-    back to pydicom's whole header."""
+    identifying values: every attribute before the per-frame functional groups (5200,9230),
+    and of those only the first item (the others repeat it per frame, and pydicom takes
+    50-150 ms to parse them all); what follows them (overlays, waveforms, pixel data) is not
+    read. Anything odd falls back to pydicom's whole header up to the pixel data."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
