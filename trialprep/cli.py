@@ -13,39 +13,49 @@ class UserError(Exception):
     """An error caused by the user's input, printed without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from trialprep import prov_export, run, status
-    from trialprep.harmonization import cli as harmonize_cli
-    from trialprep.harmonization import table_cli
-    from trialprep.qc_reports import cli as report_cli
-    from trialprep.virtual_trial import cli as demo_cli
-    from trialprep.workflows.anat import cli as anat_cli
-    from trialprep.workflows.intake import cli as intake_cli
-    from trialprep.workflows.qc import cli as qc_cli
+#: Subcommand -> the module whose ``add_parser(sub)`` adds it (in help order).
+COMMANDS = {
+    "demo": "trialprep.virtual_trial.cli",
+    "intake": "trialprep.workflows.intake.cli",
+    "anat": "trialprep.workflows.anat.cli",
+    "qc": "trialprep.workflows.qc.cli",
+    "audit": "trialprep.workflows.qc.cli",
+    "harmonize": "trialprep.harmonization.cli",
+    "table": "trialprep.harmonization.table_cli",
+    "report": "trialprep.qc_reports.cli",
+    "prov": "trialprep.prov_export",
+    "run": "trialprep.run",
+    "status": "trialprep.status",
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a subcommand, only that subcommand's module is
+    imported (some pull in scikit-learn or pandas, seconds per Snakemake job otherwise)."""
+    from importlib import import_module
 
     parser = argparse.ArgumentParser(prog="trialprep", description=__doc__)
     parser.add_argument("--version", action="version", version=f"trialprep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (demo_cli, intake_cli, anat_cli, qc_cli, harmonize_cli, table_cli,
-                   report_cli, prov_export, run, status):
-        module.add_parser(sub)
+    named = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = [COMMANDS[named]] if named in COMMANDS else COMMANDS.values()
+    for module in dict.fromkeys(wanted):
+        import_module(module).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from trialprep.config import ConfigError
-    from trialprep.harmonization.design import HarmonizationError
     from trialprep.keys import StudyKeyError
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, HarmonizationError, FileNotFoundError, ConfigError,
-            StudyKeyError, ValueError) as exc:
+    except (UserError, FileNotFoundError, StudyKeyError, ValueError) as exc:
+        # ValueError covers ConfigError and HarmonizationError (its subclasses)
         print(f"trialprep {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,7 +22,12 @@ def _save(img: nib.Nifti1Image, path: Path) -> None:
 
 
 def write_template(dest: Path, resolution: int = 2) -> dict[str, Path]:
-    """Write the template T1 (brain), brain mask and CSF/GM/WM priors to ``dest``."""
+    """Write the template T1 (brain), brain mask and CSF/GM/WM priors to ``dest`` (once:
+    files already there are reused, as every session job asks for them)."""
+    out = {name: dest / f"tpl-MNI152_res-{resolution}_{name}.nii.gz"
+           for name in ("T1w", "mask", "CSF", "GM", "WM")}
+    if all(path.exists() for path in out.values()):
+        return out
     from nilearn import datasets
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -35,14 +40,11 @@ def write_template(dest: Path, resolution: int = 2) -> dict[str, Path]:
     scale = np.where(total > 1, total, 1.0)
     gm, wm = gm / scale, wm / scale
     csf = np.clip(1.0 - gm - wm, 0, 1) * m
-    out = {}
     for name, data in (("T1w", np.asarray(t1.dataobj, np.float32)), ("mask", m.astype(np.uint8)),
                        ("CSF", csf), ("GM", gm * m), ("WM", wm * m)):
-        path = dest / f"tpl-MNI152_res-{resolution}_{name}.nii.gz"
-        if not path.exists():
+        if not out[name].exists():
             _save(nib.Nifti1Image(np.asarray(data, np.float32 if name != "mask" else np.uint8),
-                                  t1.affine), path)
-        out[name] = path
+                                  t1.affine), out[name])
     return out
 
 
