@@ -19,7 +19,7 @@ def test_help_lists_every_registered_subcommand():
     assert _commands(build_parser(["--verbose", "bogus"])) == set(COMMANDS)
 
 
-def test_a_named_subcommand_parses_with_its_own_module_only():
+def test_each_subcommand_is_there_when_named():
     for name in COMMANDS:
         assert name in _commands(build_parser(["-v", name]))
     args = build_parser(["anat", "bids", "--collect", "t.tsv"]).parse_args(
