@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from trialprep import __version__
 from trialprep.cli import COMMANDS, build_parser
 
 
@@ -34,3 +35,12 @@ def test_a_session_job_does_not_import_the_harmonization_stack():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_version_imports_no_subcommand():
+    code = ("import sys; from trialprep.cli import COMMANDS, main\n"
+            "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in set(COMMANDS.values()) if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.splitlines() == [f"trialprep {__version__}", "[]"]

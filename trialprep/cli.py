@@ -31,15 +31,22 @@ COMMANDS = {
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``argv`` naming a subcommand, only that subcommand's module is
-    imported (some pull in scikit-learn or pandas, seconds per Snakemake job otherwise)."""
+    imported (some pull in scikit-learn or pandas, seconds per Snakemake job otherwise),
+    and none for ``--version``."""
     from importlib import import_module
 
     parser = argparse.ArgumentParser(prog="trialprep", description=__doc__)
     parser.add_argument("--version", action="version", version=f"trialprep {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    named = next((a for a in (argv or []) if not a.startswith("-")), None)
-    wanted = [COMMANDS[named]] if named in COMMANDS else COMMANDS.values()
+    argv = argv or []
+    named = next((a for a in argv if not a.startswith("-")), None)
+    if named in COMMANDS:
+        wanted = [COMMANDS[named]]
+    elif named is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        wanted = []  # argparse prints the version and exits before any subcommand is needed
+    else:
+        wanted = COMMANDS.values()
     for module in dict.fromkeys(wanted):
         import_module(module).add_parser(sub)
     return parser
