@@ -119,6 +119,10 @@ def test_rerun_is_idempotent_and_originals_untouched(trial, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in drops.rglob("*") if p.is_file()}
     files_before = sorted(p.relative_to(trial["bids"]) for p in trial["bids"].rglob("*.nii.gz"))
     part_before = (trial["bids"] / "participants.tsv").read_text()
+    tables = {p: (p.stat().st_ino, p.read_text()) for p in trial["bids"].glob(
+        "sub-*/**/*_s*s.tsv")}  # sessions.tsv and scans.tsv
+    osaka = set(pd.read_csv(trial["bids"] / "participants.tsv", sep="\t").query(
+        "site == 'osaka'")["participant_id"])
     env = {k: v for k, v in os.environ.items() if k != "TRIALPREP_STUDY_KEY"}
     subprocess.run([sys.executable, "-m", "trialprep.cli", "intake", str(drops / "osaka"),
                     "--site", "osaka", "--bids", str(trial["bids"]), "--config",
@@ -127,6 +131,11 @@ def test_rerun_is_idempotent_and_originals_untouched(trial, tmp_path):
     files_after = sorted(p.relative_to(trial["bids"]) for p in trial["bids"].rglob("*.nii.gz"))
     assert files_after == files_before
     assert (trial["bids"] / "participants.tsv").read_text() == part_before
+    # Same per-subject tables; only the drop's own subjects' files were written again.
+    assert {p: p.read_text() for p in tables} == {p: t for p, (_, t) in tables.items()}
+    rewritten = {p.relative_to(trial["bids"]).parts[0] for p, (ino, _) in tables.items()
+                 if p.stat().st_ino != ino}
+    assert rewritten == osaka
     manifest = _records(trial, "manifest")
     assert manifest.duplicated(["site", "source_id"]).sum() == 0
     assert {p: p.stat().st_mtime_ns for p in drops.rglob("*") if p.is_file()} == before

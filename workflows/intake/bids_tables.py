@@ -55,8 +55,9 @@ def write_dataset_description(bids: Path, study: dict) -> None:
 
 
 def write_tables(bids: Path, subjects: pd.DataFrame, series: pd.DataFrame,
-                 clinical_columns: list[str]) -> None:
-    """participants.tsv, sessions.tsv and scans.tsv, rebuilt from intake's records."""
+                 clinical_columns: list[str], only: set[str] | None = None) -> None:
+    """participants.tsv, and the sessions.tsv and scans.tsv files of the subjects in
+    ``only`` (all subjects when None), rebuilt from intake's records."""
     done = series[series["bids_files"] != ""].copy()
     done["age_f"] = pd.to_numeric(done["age"], errors="coerce")
     part_rows = []
@@ -79,6 +80,8 @@ def write_tables(bids: Path, subjects: pd.DataFrame, series: pd.DataFrame,
     (bids / "participants.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     for subject, mine in done.groupby("subject"):
+        if only is not None and subject not in only:
+            continue
         ses_rows = []
         for session, ses in mine.groupby("session"):
             first = ses.sort_values(["acq_date", "acq_time"]).iloc[0]

@@ -238,7 +238,10 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
         subjects = _update_subjects(bids, config, key, site, ids, raw_pid, all_series)
         clinical_cols = [c for c in subjects.columns if c not in state.SUBJECT_COLUMNS]
         bids_tables.write_dataset_description(bids, config["study"])
-        bids_tables.write_tables(bids, subjects, all_series, clinical_cols)
+        # Per-subject tables of this drop's subjects only (a rerun of a drop rewrites the
+        # same ones, so an interrupted run is repaired by running it again).
+        bids_tables.write_tables(bids, subjects, all_series, clinical_cols,
+                                 only={r["subject"] for r in series_rows})
         _write_completeness(bids, config, key, subjects, all_series, as_of)
         state.write_description(bids)
     log.info(summary.line())
