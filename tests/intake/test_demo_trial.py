@@ -119,8 +119,9 @@ def test_rerun_is_idempotent_and_originals_untouched(trial, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in drops.rglob("*") if p.is_file()}
     files_before = sorted(p.relative_to(trial["bids"]) for p in trial["bids"].rglob("*.nii.gz"))
     part_before = (trial["bids"] / "participants.tsv").read_text()
-    tables = {p: (p.stat().st_ino, p.read_text()) for p in trial["bids"].glob(
-        "sub-*/**/*_s*s.tsv")}  # sessions.tsv and scans.tsv
+    tables = {p: (p.stat().st_ino, p.read_text())
+              for pattern in ("sub-*/*_sessions.tsv", "sub-*/ses-*/*_scans.tsv")
+              for p in trial["bids"].glob(pattern)}
     osaka = set(pd.read_csv(trial["bids"] / "participants.tsv", sep="\t").query(
         "site == 'osaka'")["participant_id"])
     env = {k: v for k, v in os.environ.items() if k != "TRIALPREP_STUDY_KEY"}
