@@ -18,7 +18,7 @@ demo: venv
 test: venv
 	@bash scripts/install-chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 -m "not demo" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 -m "not demo and not fuzz" $(PYTEST_ARGS)
 
 # Issue 5's criteria at full strength on the default demo trial (about 15 min on 2 cores).
 test-demo: venv

@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from tests.conftest import SHARED
 from tests.intake.helpers import header, write
 from trialprep.workflows.intake import fast_header
+from trialprep.workflows.intake.outcomes import Outcome, Reason
 from trialprep.workflows.intake.scan import SCAN_TAGS, header_from_dataset, read_header, walk_drop
 
 FIXTURES = SHARED / "fixtures" / "dicom"
@@ -63,8 +64,8 @@ def test_same_values_as_pydicom_on_written_series(tmp_path):
 
 
 def _part10(path: Path, ds: Dataset, syntax, pixels: bytes | None = b"\x01\x00" * 12,
-            tail: Dataset | None = None) -> Path:
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+            tail: Dataset | None = None, sop_class: str = "1.2.840.10008.5.1.4.1.1.4") -> Path:
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = "1.2.3.4.5.6"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4", "1.2.3.4.5"
     ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 3, 4, 16, 1
@@ -140,7 +141,7 @@ def test_odd_files_go_to_pydicom_with_the_same_answer(tmp_path):
     with pytest.raises(fast_header.UnsupportedError, match="non-ASCII"):
         fast_header.read_fields(latin.read_bytes())
     h, problem = read_header(latin, latin.stat().st_size)
-    assert problem == "" and h["PatientID"] == "PÄT-1"
+    assert problem is None and h["PatientID"] == "PÄT-1"
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,7 +149,7 @@ def test_odd_files_go_to_pydicom_with_the_same_answer(tmp_path):
     with pytest.raises(fast_header.UnsupportedError, match="big endian"):
         fast_header.read_fields(big.read_bytes())
     h, problem = read_header(big, big.stat().st_size)
-    assert problem == "" and h["PatientID"] == "TOP" and h["Rows"] == 3
+    assert problem is None and h["PatientID"] == "TOP" and h["Rows"] == 3
 
     raw = tmp_path / "raw.dcm"  # no preamble: pydicom reads it with force
     raw.write_bytes(latin.read_bytes()[132:])
@@ -163,13 +164,41 @@ def test_damage_is_judged_as_pydicom_judges_it(tmp_path):
     cut_pixels = tmp_path / "cut_pixels.dcm"
     cut_pixels.write_bytes(data[:-6])
     h, problem = read_header(cut_pixels, cut_pixels.stat().st_size)
-    assert h is None and problem == "truncated: pixel data needs 24 bytes, file ends 6 bytes short"
+    assert problem.reason is Reason.TRUNCATED
+    assert problem.detail == "truncated: pixel data needs 24 bytes, file ends 6 bytes short"
     cut_header = tmp_path / "cut_header.dcm"
     cut_header.write_bytes(data[:200])
     with pytest.raises(fast_header.UnsupportedError):
         fast_header.read_fields(cut_header.read_bytes())
     h, problem = read_header(cut_header, 200)
-    assert h is None and problem  # pydicom's reason (unreadable or truncated)
+    assert h is None and problem.outcome is Outcome.QUARANTINED  # pydicom's judgement
     no_pixels = _part10(tmp_path / "sr.dcm", _nested(), ExplicitVRLittleEndian, pixels=None)
     h, problem = read_header(no_pixels, no_pixels.stat().st_size)
-    assert h["PatientID"] == "TOP" and problem == "no pixel data (not an image)"
+    # an MR image object that has lost its pixel data is damage, not a non-image object
+    assert h["PatientID"] == "TOP" and problem.reason is Reason.NO_PIXEL_DATA
+    assert problem.outcome is Outcome.QUARANTINED
+    report = _part10(tmp_path / "sr.dcm", _nested(), ExplicitVRLittleEndian, pixels=None,
+                     sop_class="1.2.840.10008.5.1.4.1.1.88.22")  # Enhanced SR
+    h, problem = read_header(report, report.stat().st_size)
+    assert problem.reason is Reason.NOT_AN_IMAGE and problem.outcome is Outcome.IGNORED
+
+
+def test_pixel_data_that_disagree_with_the_header_are_caught(tmp_path):
+    path = _part10(tmp_path / "x.dcm", _nested(), ExplicitVRLittleEndian,
+                   pixels=np.arange(12, dtype=np.uint16).tobytes())
+    data = path.read_bytes()
+    # bytes inserted inside the pixel data: the element no longer ends the file
+    spoilt = tmp_path / "inserted.dcm"
+    spoilt.write_bytes(data[:-4] + b"\x13\x37\x00\x01\xff" + data[-4:])
+    h, problem = read_header(spoilt, spoilt.stat().st_size)
+    assert problem is not None and problem.outcome is Outcome.QUARANTINED
+    # Rows doubled by a flipped bit: the pixel data are half of what the header implies
+    ds = pydicom.dcmread(path)
+    ds.Rows = 6
+    ds.save_as(tmp_path / "rows.dcm")
+    h, problem = read_header(tmp_path / "rows.dcm", (tmp_path / "rows.dcm").stat().st_size)
+    assert problem.reason is Reason.TRUNCATED
+    ds.Rows, ds.Columns = 1, 4  # a third of it: more pixel data than the header implies
+    ds.save_as(tmp_path / "cols.dcm")
+    h, problem = read_header(tmp_path / "cols.dcm", (tmp_path / "cols.dcm").stat().st_size)
+    assert problem.reason is Reason.PIXEL_DATA_MISMATCH

@@ -128,3 +128,26 @@ def test_deidentified_archive_still_converts_identically(name, tmp_path):
     bvecs = sorted(out.glob("*.bvec"))
     for ref in (FIXTURES / name / "ref").glob("*.bvec"):
         np.testing.assert_allclose(np.loadtxt(bvecs[0]), np.loadtxt(ref), atol=1e-5)
+
+
+def test_masked_study_date_falls_back_to_the_acquisition_date(tmp_path):
+    """UIH masks StudyDate, SeriesDate and ContentDate (``***``) and keeps AcquisitionDate(Time)
+    per slice in a private sequence: without --visit the series still gets its visit from
+    that date, the attribute used is recorded, and the conversion equals the reference."""
+    import pandas as pd
+
+    name = "uih/dwi_dti16_AP"
+    bids = tmp_path / "bids"
+    summary = run_intake(FIXTURES / name / "dicom", "fx", bids, load_config(),
+                         StudyKey(KEY.encode()))
+    assert summary.converted_series == summary.series == 1
+    series = pd.read_csv(bids / "derivatives" / "intake" / "series.tsv", sep="\t", dtype=str,
+                         keep_default_na=False)
+    assert list(series["date_source"]) == ["AcquisitionDate"]
+    assert list(series["session"]) == ["01"] and series["acq_date"].iloc[0] != ""
+    (out,) = _niftis(bids)
+    (ref,) = (FIXTURES / name / "ref").glob("*.nii.gz")
+    assert np.array_equal(np.asarray(nib.load(out).dataobj), np.asarray(nib.load(ref).dataobj))
+    (bval,) = bids.rglob("sub-*/**/*.bval")
+    np.testing.assert_allclose(np.loadtxt(bval),
+                               np.loadtxt(next((FIXTURES / name / "ref").glob("*.bval"))))

@@ -40,6 +40,20 @@ class Conversion:
     outputs: dict[str, dict[str, Path]] = field(default_factory=dict)  # postfix -> {ext: path}
     log: str = ""
     error: str = ""
+    files_converted: int | None = None  # input files dcm2niix converted (None: not reported)
+
+
+#: dcm2niix's summary lines: "Found N DICOM file(s)", then "Convert N DICOM as ..." per
+#: output (an enhanced file with several outputs counts once per output).
+_FOUND = re.compile(r"(?m)^Found (\d+) DICOM file")
+_CONVERTED = re.compile(r"(?m)^Convert (\d+) DICOM as ")
+
+
+def _files_converted(log: str) -> int | None:
+    """How many input files dcm2niix's log says it converted (None without its summary)."""
+    if not _FOUND.search(log):
+        return None
+    return sum(int(n) for n in _CONVERTED.findall(log))
 
 
 def run_dcm2niix(in_dir: Path, out_dir: Path, args: list[str], timeout: int) -> Conversion:
@@ -50,10 +64,12 @@ def run_dcm2niix(in_dir: Path, out_dir: Path, args: list[str], timeout: int) -> 
     cmd = [str(dcm2niix.bin_path), *args, "-z", "y", "-f", BASE, "-o", str(out_dir),
            str(in_dir)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return Conversion(error=f"dcm2niix did not finish within {timeout} s")
     conv = Conversion(log=proc.stdout + proc.stderr)
+    conv.files_converted = _files_converted(proc.stdout)
     for path in sorted(out_dir.iterdir()):
         name = path.name
         ext = next((e for e in (".nii.gz", ".nii", ".json", ".bval", ".bvec") if
@@ -64,9 +80,11 @@ def run_dcm2niix(in_dir: Path, out_dir: Path, args: list[str], timeout: int) -> 
         conv.outputs.setdefault(postfix, {})[ext] = path
     images = {p: f for p, f in conv.outputs.items() if ".nii.gz" in f or ".nii" in f}
     conv.outputs = images
-    if proc.returncode != 0 and not images:
+    if proc.returncode != 0:  # its errors (corrupt file, incomplete volumes) or a crash
         last = [ln for ln in conv.log.splitlines() if ln.strip()][-1:] or ["no output"]
-        conv.error = f"dcm2niix failed (exit {proc.returncode}): {last[0][:200]}"
+        # the drop's folder names may identify people: never quote them
+        line = last[0].replace(str(in_dir), "<series folder>").replace(str(out_dir), "<work>")
+        conv.error = f"dcm2niix failed (exit {proc.returncode}): {line[:200]}"
     elif not images:
         conv.error = "dcm2niix produced no image"
     return conv

@@ -170,8 +170,10 @@ def identifying_strings(ds: Dataset) -> set[str]:
 
 def real_dates(ds: Dataset) -> set[str]:
     """The dataset's real dates in the spellings a sidecar or table could carry them."""
+    from trialprep.workflows.intake.dates import DATE_ATTRIBUTES
+
     out = set()
-    for kw in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "PatientBirthDate"):
+    for kw in (*DATE_ATTRIBUTES, "PatientBirthDate"):
         v = str(ds.get(kw, "") or "")
         if len(v) >= 8 and v[:8].isdigit():
             out |= {v[:8], f"{v[:4]}-{v[4:6]}-{v[6:8]}", f"{v[:4]}/{v[4:6]}/{v[6:8]}"}

@@ -36,9 +36,11 @@ _U16, _U32, _TAG = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<HH"
 
 #: The attributes this reader decodes: keyword -> (tag, VR from the data dictionary).
 ATTRIBUTES: dict[str, tuple[int, str]] = {
+    "InstanceCreationDate": (0x00080012, "DA"),
     "SOPClassUID": (0x00080016, "UI"), "SOPInstanceUID": (0x00080018, "UI"),
     "StudyDate": (0x00080020, "DA"), "SeriesDate": (0x00080021, "DA"),
     "AcquisitionDate": (0x00080022, "DA"), "ContentDate": (0x00080023, "DA"),
+    "AcquisitionDateTime": (0x0008002A, "DT"),
     "StudyTime": (0x00080030, "TM"), "SeriesTime": (0x00080031, "TM"),
     "Modality": (0x00080060, "CS"), "ImageType": (0x00080008, "CS"),
     "SeriesDescription": (0x0008103E, "LO"), "PatientID": (0x00100020, "LO"),
@@ -181,10 +183,17 @@ def _pixel_at_end(buf, explicit: bool, raw: dict) -> PixelElement | None:
 
 
 def _walk_to_pixels(buf, pos: int, explicit: bool) -> PixelElement | None:
+    """The first pixel-data element after ``pos``; what follows it must be well-formed
+    elements up to the file's end (trailing padding, signatures), else the file is damaged
+    and goes to pydicom."""
     end = len(buf)
     while pos < end:
         tag, vr, vpos, length = _element(buf, pos, explicit)
         if tag in PIXEL_TAGS:
+            if length != UNDEFINED:
+                if vpos + length > end:
+                    raise UnsupportedError("pixel data cut off")
+                _walk_to_end(buf, vpos + length, explicit)
             return PixelElement(PIXEL_TAGS[tag], vpos, length)
         if length == UNDEFINED:
             pos = _skip_sequence(buf, vpos, explicit and vr != b"UN", 1)
@@ -193,6 +202,28 @@ def _walk_to_pixels(buf, pos: int, explicit: bool) -> PixelElement | None:
         else:
             pos = vpos + length
     return None
+
+
+def check_trailer(buf, pos: int, explicit: bool) -> None:
+    """What follows the pixel data at ``pos`` (little endian) must be well-formed elements
+    of the trailing groups (signatures, padding) ending exactly at the end of ``buf``;
+    raises :class:`UnsupportedError` otherwise."""
+    _walk_to_end(buf, pos, explicit)
+
+
+def _walk_to_end(buf, pos: int, explicit: bool) -> None:
+    """Step over the elements from ``pos``; they must end exactly at the file's end."""
+    end = len(buf)
+    while pos < end:
+        tag, vr, vpos, length = _element(buf, pos, explicit)
+        if tag <= PIXEL_DATA:
+            raise UnsupportedError("elements out of order after the pixel data")
+        if length == UNDEFINED:
+            pos = _skip_sequence(buf, vpos, explicit and vr != b"UN", 1)
+        elif vpos + length > end:
+            raise UnsupportedError("element value cut off")
+        else:
+            pos = vpos + length
 
 
 def _skip_sequence(buf, pos: int, explicit: bool, depth: int) -> int:

@@ -7,15 +7,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trialprep.workflows.intake.scan import IGNORED, QUARANTINED, InputFile, iter_pending
+from trialprep.workflows.intake.outcomes import Outcome, Problem, Reason
+from trialprep.workflows.intake.scan import InputFile, iter_pending
+
+#: Problems that come from a series' check, not from a file's own damage.
+_SERIES_REASONS = frozenset({Reason.SHARED_SERIES_UID, Reason.CONFLICTING_DUPLICATE,
+                             Reason.INCOMPLETE_SERIES, Reason.BAD_GEOMETRY})
+
+
+def as_int(value: object, default: int = 0) -> int:
+    """An integer header value (IS/US), or ``default`` for a missing or malformed one."""
+    try:
+        return int(value if not isinstance(value, list | tuple) else value[0])
+    except (TypeError, ValueError, IndexError):
+        return default
 
 
 @dataclass
 class Series:
     uid: str
     files: list[InputFile] = field(default_factory=list)
-    problem: str = ""
-    full_header: object = None  # the first file's complete header (read for conversion)
+    problem: Problem | None = None
 
     @property
     def header(self):
@@ -23,10 +35,7 @@ class Series:
 
     @property
     def number(self) -> int:
-        try:
-            return int(self.header.get("SeriesNumber", 0) or 0)
-        except (TypeError, ValueError):
-            return 0
+        return as_int(self.header.get("SeriesNumber", 0))
 
 
 def _signature(h) -> tuple:
@@ -42,25 +51,42 @@ def _is_mosaic(h) -> bool:
     return "MOSAIC" in [str(t).upper() for t in image_type]
 
 
-def missing_slice_problem(files: list[InputFile]) -> str:
+def _vector(value: object, n: int) -> np.ndarray | None:
+    """A DS multi-value of ``n`` finite numbers, or None."""
+    if not isinstance(value, list | tuple) or len(value) != n:
+        return None
+    try:
+        vec = np.asarray(value, float)
+    except (TypeError, ValueError):
+        return None
+    return vec if np.isfinite(vec).all() else None
+
+
+def missing_slice_problem(files: list[InputFile]) -> Problem | None:
     """Classic single-frame series: slice positions must be evenly spaced and every position
-    must hold the same number of images (volumes). Returns a reason, or ''."""
+    must hold the same number of images (volumes). Returns the problem, or None."""
     by_orientation = defaultdict(list)
+    if all(f.header.get("ImagePositionPatient") is None for f in files):
+        return None  # no geometry to check (dcm2niix will judge)
     for f in files:
         h = f.header
-        iop, ipp = h.get("ImageOrientationPatient"), h.get("ImagePositionPatient")
-        if iop is None or ipp is None or len(iop) != 6 or len(ipp) != 3:
-            return ""  # no geometry to check (dcm2niix will judge)
-        key = tuple(np.round(np.asarray(iop, float), 3))
-        by_orientation[key].append(np.asarray(ipp, float))
+        iop = _vector(h.get("ImageOrientationPatient"), 6)
+        ipp = _vector(h.get("ImagePositionPatient"), 3)
+        if iop is None or ipp is None:
+            return Problem(Reason.BAD_GEOMETRY, "slice geometry unusable: a file's "
+                           "ImagePositionPatient/ImageOrientationPatient is missing or "
+                           f"malformed (file {f.source_id})")
+        key = tuple(np.round(iop, 3))
+        by_orientation[key].append(ipp)
     for iop, positions in by_orientation.items():
         normal = np.cross(iop[:3], iop[3:])
         d = np.round(np.array([p @ normal for p in positions]), 2)
         uniq, counts = np.unique(d, return_counts=True)
         if len(set(counts.tolist())) > 1:
             short = uniq[counts < counts.max()]
-            return (f"incomplete series: {len(short)} slice position(s) have fewer images than "
-                    f"the others ({counts.min()} vs {counts.max()}), e.g. at {short[0]:.2f} mm")
+            return Problem(Reason.INCOMPLETE_SERIES, f"incomplete series: {len(short)} slice "
+                           f"position(s) have fewer images than the others ({counts.min()} "
+                           f"vs {counts.max()}), e.g. at {short[0]:.2f} mm")
         if uniq.size >= 3:
             gaps = np.diff(uniq)
             step = np.median(gaps)
@@ -68,14 +94,19 @@ def missing_slice_problem(files: list[InputFile]) -> str:
             if step > 0 and bad.size:
                 i = bad[0]
                 n_missing = int(round(gaps[i] / step)) - 1
-                return (f"missing slice(s): gap of {gaps[i]:.2f} mm between positions "
-                        f"{uniq[i]:.2f} and {uniq[i + 1]:.2f} mm (spacing {step:.2f} mm, "
-                        f"about {n_missing} slice(s) absent)")
-    return ""
+                return Problem(Reason.INCOMPLETE_SERIES, f"missing slice(s): gap of "
+                               f"{gaps[i]:.2f} mm between positions {uniq[i]:.2f} and "
+                               f"{uniq[i + 1]:.2f} mm (spacing {step:.2f} mm, about "
+                               f"{n_missing} slice(s) absent)")
+    return None
 
 
 def group_series(files: list[InputFile]) -> list[Series]:
-    """Series of the pending files; files of broken series are settled as quarantined."""
+    """Series of the pending files; files of broken series are settled as quarantined.
+
+    A series is broken when it is inconsistent (shared UID, conflicting duplicates, missing
+    slices or instances) or when one of its instances is only in a damaged file (a damaged
+    extra copy of an instance that is there intact does not count)."""
     # Duplicate instances: identical copies are ignored; conflicting ones spoil the series.
     by_sop: dict[str, InputFile] = {}
     conflicted: dict[str, str] = {}
@@ -85,11 +116,13 @@ def group_series(files: list[InputFile]) -> list[Series]:
         if first is None:
             by_sop[sop] = f
         elif first.sha256 == f.sha256:
-            f.settle(IGNORED, f"exact duplicate of file {first.source_id}")
+            f.reject(Problem(Reason.DUPLICATE, f"exact duplicate of file {first.source_id}"))
         else:
             conflicted[str(f.header["SeriesInstanceUID"])] = sop
-            f.settle(QUARANTINED, f"conflicting duplicate instance: same SOPInstanceUID as "
-                     f"file {first.source_id} but different content")
+            f.reject(Problem(Reason.CONFLICTING_DUPLICATE, "conflicting duplicate instance: "
+                             f"same SOPInstanceUID as file {first.source_id} but different "
+                             "content"))
+    damaged = _damaged_members(files, by_sop)
     groups: dict[str, Series] = {}
     for f in iter_pending(files):
         uid = str(f.header["SeriesInstanceUID"])
@@ -99,29 +132,56 @@ def group_series(files: list[InputFile]) -> list[Series]:
         sigs = sorted({_signature(f.header) for f in s.files})
         if len(sigs) > 1:
             described = "; ".join(f"#{sg[2]} {sg[3]!r} ({sg[4]}x{sg[5]})" for sg in sigs[:4])
-            s.problem = (f"SeriesInstanceUID shared by {len(sigs)} different series "
-                         f"({described})")
+            s.problem = Problem(Reason.SHARED_SERIES_UID, f"SeriesInstanceUID shared by "
+                                f"{len(sigs)} different series ({described})")
         elif uid in conflicted:
-            s.problem = "series contains conflicting duplicate instances"
+            s.problem = Problem(Reason.CONFLICTING_DUPLICATE,
+                                "series contains conflicting duplicate instances")
+        elif uid in damaged:
+            bad = damaged[uid]
+            s.problem = Problem(Reason.INCOMPLETE_SERIES, f"{len(bad)} instance(s) of the "
+                                f"series only in damaged file(s), e.g. file {bad[0].source_id}"
+                                f" ({bad[0].problem})")
         else:
-            single_frame = all(int(f.header.get("NumberOfFrames", 1) or 1) == 1 for f in s.files)
+            single_frame = all(as_int(f.header.get("NumberOfFrames", 1), 1) <= 1
+                               for f in s.files)
             if single_frame and not _is_mosaic(s.header):
                 s.problem = missing_slice_problem(s.files)
             elif _is_mosaic(s.header):
                 s.problem = _instance_gap(s.files)
         if s.problem:
             for f in s.files:
-                f.settle(QUARANTINED, s.problem)
+                f.reject(s.problem)
         else:
-            s.files.sort(key=lambda f: (int(f.header.get("InstanceNumber", 0) or 0), f.source_id))
+            s.files.sort(key=lambda f: (as_int(f.header.get("InstanceNumber", 0)), f.source_id))
             series.append(s)
     return sorted(series, key=lambda s: (str(s.header.get("PatientID", "")), s.number, s.uid))
 
 
-def _instance_gap(files: list[InputFile]) -> str:
-    nums = sorted(int(f.header.get("InstanceNumber", 0) or 0) for f in files)
+def _damaged_members(files: list[InputFile], intact: dict[str, InputFile]) -> dict[
+        str, list[InputFile]]:
+    """Series UID -> the quarantined files with a readable header whose instance has no
+    intact copy (the series is then incomplete)."""
+    out: dict[str, list[InputFile]] = defaultdict(list)
+    for f in files:
+        if f.header is None or f.problem is None or f.problem.outcome is not \
+                Outcome.QUARANTINED or f.problem.reason in _SERIES_REASONS:
+            continue
+        sop, uid = str(f.header.get("SOPInstanceUID", "")), f.series_uid
+        if uid and sop not in intact:
+            out[uid].append(f)
+    return out
+
+
+def _instance_gap(files: list[InputFile]) -> Problem | None:
+    nums = sorted(as_int(f.header.get("InstanceNumber", 0)) for f in files)
     if len(nums) >= 2 and nums[0] > 0:
+        if nums[-1] - nums[0] > 10 * len(nums):
+            return Problem(Reason.INCOMPLETE_SERIES, f"instance numbers {nums[0]}..{nums[-1]}"
+                           f" for {len(nums)} files of a mosaic series (volumes absent or "
+                           "numbers damaged)")
         missing = sorted(set(range(nums[0], nums[-1] + 1)) - set(nums))
         if missing:
-            return f"missing instance(s) {missing[:5]} in a mosaic series (volumes absent)"
-    return ""
+            return Problem(Reason.INCOMPLETE_SERIES, f"missing instance(s) {missing[:5]} in "
+                           "a mosaic series (volumes absent)")
+    return None

@@ -16,11 +16,11 @@ from trialprep.provenance import container_id, lock_hash
 from trialprep.tables import write_table
 
 MANIFEST_COLUMNS = ["site", "source_id", "sha256", "size", "outcome", "reason", "series",
-                    "subject", "session", "bids_files", "run_id"]
+                    "subject", "session", "bids_files", "run_id", "reason_code"]
 SERIES_COLUMNS = ["site", "subject", "session", "series", "series_number", "series_type",
                   "description", "manufacturer", "model", "software", "field_strength",
                   "n_files", "verdict", "deviations", "bids_files", "acq_date", "acq_time",
-                  "age", "sex", "run_id"]
+                  "age", "sex", "run_id", "date_source", "reason_code"]
 SUBJECT_COLUMNS = ["subject", "site", "sex", "enrolled"]
 
 
