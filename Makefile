@@ -30,6 +30,8 @@ lint: venv
 bench: venv
 	$(BIN)/python -m benchmarks.intake
 	$(BIN)/python -m benchmarks.harmonization
+	$(BIN)/python -m benchmarks.harmonize_cli
+	$(BIN)/python -m benchmarks.longitudinal
 	$(BIN)/python -m benchmarks.anat
 	$(BIN)/python -m benchmarks.thickness_phantom
 	$(BIN)/python -m benchmarks.dag

@@ -8,8 +8,6 @@ nonlinear (natural spline) covariate terms and application to new samples.
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,8 +15,6 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from trialprep import __version__
-from trialprep.harmonization import eb
 from trialprep.harmonization.design import (
     HarmonizationError,
     _natural_key,
@@ -27,8 +23,15 @@ from trialprep.harmonization.design import (
     covariate_matrix,
     factorize_as_str,
 )
+from trialprep.harmonization.estimate import (
+    BatchStatistics,
+    batch_design,
+    model_from_statistics,
+    parallel,
+    pooled_variance,
+)
 from trialprep.harmonization.model import ComBatModel
-from trialprep.provenance import package_versions, sha256_array, sha256_json, utc_now
+from trialprep.provenance import sha256_array, sha256_json
 
 
 def as_data_matrix(X, name: str = "data", check_finite: bool = True
@@ -95,14 +98,6 @@ def _batch_index(batch, levels: list[str] | None = None) -> tuple[np.ndarray, li
     return np.array([lookup[b] for b in names], dtype=int)[codes], levels
 
 
-def _batch_design(idx: np.ndarray, n_batch: int, ref: int | None) -> np.ndarray:
-    D = np.zeros((idx.size, n_batch))
-    D[np.arange(idx.size), idx] = 1.0
-    if ref is not None:
-        D[:, ref] = 1.0  # reference batch acts as intercept (as neuroCombat/sva)
-    return D
-
-
 def _blas_single_threaded():
     """ComBat parallelises over batches in threads of its own (and hashes in another), so
     the BLAS library's threads would only compete with them: one BLAS thread while we run."""
@@ -165,8 +160,8 @@ def _fit(
     cov_df = _as_frame(covariates, n)
     terms = build_terms(cov_df, categorical, smooth, n_knots)
     C = covariate_matrix(terms, cov_df, n)
-    check_not_confounded(_batch_design(idx, len(levels), None), terms, C)
-    design = np.column_stack([_batch_design(idx, len(levels), ref), C])
+    check_not_confounded(batch_design(idx, len(levels), None), terms, C)
+    design = np.column_stack([batch_design(idx, len(levels), ref), C])
 
     # The training-data checksum (provenance) is computed alongside the fit (see ``seal``).
     hasher = ThreadPoolExecutor(1)
@@ -198,86 +193,15 @@ def _fit(
                 seen = total
             mean_z[b], css_z[b] = mean, m2
 
-        _parallel(batch_stats, range(nb))
+        parallel(batch_stats, range(nb))
         if not (np.isfinite(css_z).all() and np.isfinite(mean_z).all()):
             require_finite(Y, features)  # NaN/inf propagate into the statistics: name them
-        grand_mean = B[ref] if ref is not None else (counts / n) @ B[:nb]
-        if ref is not None:  # residuals of the reference batch only, around its own fit
-            var_pooled = (css_z[ref] + counts[ref] * (mean_z[ref] - B[ref]) ** 2) / counts[ref]
-        else:
-            var_pooled = (css_z + counts[:, None] * (mean_z - B[:nb]) ** 2).sum(axis=0) / n
-        # Constant features, and features fully explained by the design, pass through unchanged.
-        # Only features whose pooled variance is ~0 can be constant: check those exactly.
-        tiny = np.flatnonzero(np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean) + 1e-300)
-        constant = np.zeros(p, bool)
-        constant[tiny] = (Y[:, tiny] == Y[0, tiny]).all(axis=0)
-        degenerate = ~constant & (np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean))
-        if degenerate.any():
-            warnings.warn(
-                f"{int(degenerate.sum())} feature(s) fully explained by batch and covariates (zero "
-                "residual variance) are passed through unchanged", stacklevel=2)
-        active = ~constant & ~degenerate & (var_pooled > 0)
-        if not active.any():
-            raise HarmonizationError("no feature varies: nothing to harmonize")
-        act = np.flatnonzero(active)
-        pa = act.size
-        grand_mean, beta_cov, var_pooled = grand_mean[act], beta_cov[:, act], var_pooled[act]
-        sd = np.sqrt(var_pooled)
-        mean_b = (mean_z[:, act] - grand_mean) / sd  # per-batch mean of standardized data
-        css_b = css_z[:, act] / var_pooled
-
-        # Batch-design row of each batch; Bd' s summed from the batch means.
-        rows_design = _batch_design(np.arange(nb), nb, ref)
-        Bd_s = rows_design.T @ (counts[:, None] * mean_b)
-        gamma_hat = np.linalg.solve(rows_design.T @ (counts[:, None] * rows_design), Bd_s)
-        if mean_only:
-            delta_hat = np.ones((nb, pa))
-        else:
-            delta_hat = css_b / (counts[:, None] - 1)
-            delta_hat[delta_hat == 0] = 1.0  # as sva/neuroCombat
-        gamma_bar = gamma_hat.mean(axis=1)
-        t2 = gamma_hat.var(axis=1, ddof=1)
-
-        gamma_star = np.empty_like(gamma_hat)
-        delta_star = np.empty_like(delta_hat)
-        iterations = [0] * nb
-
-        def estimate(b: int) -> None:
-            if b == ref:
-                return  # the reference batch is not adjusted (set below)
-            if not eb_:
-                gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
-            elif parametric:
-                if mean_only:
-                    gamma_star[b] = eb.parametric_mean_only(gamma_hat[b], gamma_bar[b], t2[b])
-                    delta_star[b] = 1.0
-                else:
-                    a, bb = eb.inverse_gamma_prior(delta_hat[b])
-                    gamma_star[b], delta_star[b], iterations[b] = eb.parametric(
-                        int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b],
-                        gamma_bar[b], t2[b], a, bb)
-            else:
-                gamma_star[b], delta_star[b] = eb.nonparametric(
-                    int(counts[b]), mean_b[b], css_b[b], gamma_hat[b], delta_hat[b])
-
-        _parallel(estimate, range(nb))
-        if ref is not None:
-            gamma_star[ref], delta_star[ref] = 0.0, 1.0
-
-        provenance = {
-            "created": utc_now(), "trialprep": __version__,
-            "packages": package_versions(("numpy", "scipy", "pandas")),
-            "n_samples": n, "n_features": p,
-        }
-        model = ComBatModel(
-            provenance=provenance, features=features, active=active, batches=levels,
-            ref_batch=levels[ref] if ref is not None else None, terms=terms,
-            n_per_batch=counts.tolist(), grand_mean=grand_mean,
-            beta_cov=beta_cov, var_pooled=var_pooled, gamma_hat=gamma_hat, delta_hat=delta_hat,
-            gamma_star=gamma_star, delta_star=delta_star,
-            settings={"parametric": parametric, "eb": eb_, "mean_only": mean_only,
-                      "n_knots": n_knots, "eb_iterations": iterations},
-        )
+        constant = _constant_features(Y, B, counts, mean_z, css_z, ref)
+        stats = BatchStatistics(levels=levels, counts=counts, ref=ref, terms=terms, B=B,
+                                mean_z=mean_z, css_z=css_z, constant=constant)
+        model = model_from_statistics(stats, features, parametric=parametric, eb_=eb_,
+                                      mean_only=mean_only, n_knots=n_knots)
+        provenance = model.provenance
     except BaseException:  # no checksum thread left behind
         hasher.shutdown(wait=False, cancel_futures=True)
         raise
@@ -290,6 +214,17 @@ def _fit(
                 pd.util.hash_pandas_object(cov_df, index=False).to_numpy())})
 
     return model, Y, idx, C, seal
+
+
+def _constant_features(Y: np.ndarray, B: np.ndarray, counts: np.ndarray, mean_z: np.ndarray,
+                       css_z: np.ndarray, ref: int | None) -> np.ndarray:
+    """Features constant in the data (exactly). Only features whose pooled variance is ~0 can
+    be: only those are compared value by value."""
+    var_pooled, grand_mean = pooled_variance(B, counts, mean_z, css_z, ref)
+    tiny = np.flatnonzero(np.sqrt(var_pooled) <= 1e-12 * np.abs(grand_mean) + 1e-300)
+    constant = np.zeros(Y.shape[1], bool)
+    constant[tiny] = (Y[:, tiny] == Y[0, tiny]).all(axis=0)
+    return constant
 
 
 def apply(model: ComBatModel, X, batch, covariates=None) -> np.ndarray:
@@ -325,7 +260,7 @@ def _adjust(model: ComBatModel, Y: np.ndarray, idx: np.ndarray, C: np.ndarray) -
     # offset (exact pass-through). Batches are independent: done in parallel threads.
     act = model.active
     sd = np.sqrt(model.var_pooled)
-    G = _batch_design(np.arange(len(levels)), len(levels), ref) @ model.gamma_star
+    G = batch_design(np.arange(len(levels)), len(levels), ref) @ model.gamma_star
     beta = np.zeros((C.shape[1], p))
     beta[:, act] = model.beta_cov
     out = np.empty_like(Y)
@@ -349,7 +284,7 @@ def _adjust(model: ComBatModel, Y: np.ndarray, idx: np.ndarray, C: np.ndarray) -
             if not contiguous:
                 out[rows] = target
 
-    _parallel(adjust, [b for b in range(len(levels)) if (idx == b).any()])
+    parallel(adjust, [b for b in range(len(levels)) if (idx == b).any()])
     return out
 
 
@@ -365,15 +300,6 @@ def _row_chunks(rows: np.ndarray, p: int, target_bytes: int = 1 << 20):
     step = max(8, target_bytes // (8 * max(p, 1)))
     for start in range(0, rows.size, step):
         yield _row_selector(rows[start:start + step])
-
-
-def _parallel(func, items) -> list:
-    """Run ``func`` over ``items`` on up to 4 threads (NumPy releases the GIL)."""
-    workers = min(4, os.cpu_count() or 1, max(1, len(items)))
-    if workers == 1:
-        return [func(i) for i in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(func, items))
 
 
 def harmonize(X, batch, covariates=None, **kwargs) -> tuple[np.ndarray, ComBatModel]:

@@ -7,11 +7,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None,
@@ -33,6 +28,12 @@ def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None,
     a split whose training fold the ``harmonizer`` cannot fit (e.g. a covariate confounded
     with batch within it) is left out, and the error is raised only if every split fails.
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if repeats > 1:
         aucs, error = [], None
         for r in range(repeats):
@@ -91,6 +92,28 @@ def combat_in_folds(X, batch, covariates: pd.DataFrame | None = None,
     return run
 
 
+def longitudinal_in_folds(X, batch, data: pd.DataFrame, **settings) -> Callable[
+        [np.ndarray, np.ndarray], tuple]:
+    """A ``harmonizer`` for :func:`site_prediction_auc` with longitudinal ComBat
+    (``longitudinal.fit`` settings: subject, time, formula...) fitted on a fold's training
+    rows; the held-out participants' random effects come from their own visits."""
+    from trialprep.harmonization import longitudinal
+
+    X = np.asarray(X, dtype=float)
+    batch = np.asarray([str(b) for b in batch])
+    data = data.reset_index(drop=True)
+
+    def run(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            h, model = longitudinal.harmonize(X[train], batch[train], data.iloc[train],
+                                              **settings)
+            return h, longitudinal.apply(model, X[test], batch[test], data.iloc[test],
+                                         subject=settings["subject"])
+
+    return run
+
+
 def batch_variance_explained(X, batch) -> np.ndarray:
     """Per feature, the share of variance explained by batch (one-way ANOVA R^2)."""
     X = np.asarray(X, dtype=float)
@@ -105,8 +128,10 @@ def batch_variance_explained(X, batch) -> np.ndarray:
 
 
 def covariate_effects(X, covariates: pd.DataFrame, categorical: Sequence[str] = (),
-                      batch=None, features: Sequence[str] | None = None) -> pd.DataFrame:
-    """OLS coefficients of each covariate on each feature (features x terms).
+                      batch=None, features: Sequence[str] | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OLS coefficients of each covariate on each feature and their standard errors
+    (two features x terms frames).
 
     Give ``batch`` to estimate them with batch as a nuisance factor (the right model before
     harmonization); after harmonization the same coefficients should come out without it.
@@ -120,21 +145,29 @@ def covariate_effects(X, covariates: pd.DataFrame, categorical: Sequence[str] = 
                                     dtype=float).to_numpy())
     design = np.column_stack(parts)
     beta, *_ = np.linalg.lstsq(design, X, rcond=None)
+    dof = max(design.shape[0] - np.linalg.matrix_rank(design), 1)
+    sigma2 = ((X - design @ beta) ** 2).sum(axis=0) / dof
+    unscaled = np.diag(np.linalg.pinv(design.T @ design))
+    se = np.sqrt(np.outer(unscaled, sigma2))
     names = list(features) if features is not None else [f"f{i}" for i in range(X.shape[1])]
-    return pd.DataFrame(beta[1:1 + cov.shape[1]].T, index=names, columns=list(cov.columns))
+    terms = slice(1, 1 + cov.shape[1])
+    return (pd.DataFrame(beta[terms].T, index=names, columns=list(cov.columns)),
+            pd.DataFrame(se[terms].T, index=names, columns=list(cov.columns)))
 
 
 def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
               categorical: Sequence[str] = (), features: Sequence[str] | None = None,
               seed: int = 0, groups=None, settings: dict | None = None,
-              repeats: int = 5) -> dict:
+              repeats: int = 5, in_folds: Callable | None = None) -> dict:
     """Before/after diagnostics as a JSON-ready dict.
 
     Give the ComBat ``settings`` (``core.fit`` keywords) when ``after`` was fitted on these
     same samples: the AUC after is then cross-validated with ComBat fitted inside each fold
     (``site_auc_after``), and the leaky AUC of the harmonized data as a whole is kept as
     ``site_auc_after_in_sample`` (it falls below chance; see :func:`site_prediction_auc`).
-    Each AUC is the mean over ``repeats`` random splits into participant-grouped folds."""
+    ``in_folds`` replaces that in-fold ComBat by another harmonizer (e.g.
+    :func:`longitudinal_in_folds`). Each AUC is the mean over ``repeats`` random splits
+    into participant-grouped folds. Covariate effects come with their standard errors."""
     try:
         aucs = {"site_auc_before": site_prediction_auc(before, batch, seed=seed, groups=groups,
                                                        repeats=repeats),
@@ -142,13 +175,14 @@ def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
                                                       repeats=repeats)}
     except ValueError as exc:  # too few participants per batch: the table is still valid
         aucs = {"site_auc_before": None, "site_auc_after": None, "site_auc_note": str(exc)}
-    if settings is not None and aucs["site_auc_before"] is not None:
+    if (settings is not None or in_folds is not None) and aucs["site_auc_before"] is not None:
         aucs["site_auc_after_in_sample"] = aucs["site_auc_after"]
+        harmonizer = in_folds or combat_in_folds(before, batch, covariates,
+                                                 categorical=categorical, **settings)
         try:
             aucs["site_auc_after"] = site_prediction_auc(
                 before, batch, seed=seed, groups=groups, repeats=repeats,
-                harmonizer=combat_in_folds(before, batch, covariates, categorical=categorical,
-                                           **settings))
+                harmonizer=harmonizer)
         except ValueError as exc:  # a training fold ComBat cannot fit (e.g. a lone sample)
             aucs["site_auc_after"] = None
             aucs["site_auc_note"] = f"ComBat could not be fitted within the folds: {exc}"
@@ -159,8 +193,11 @@ def summarize(before, after, batch, covariates: pd.DataFrame | None = None,
         "features": list(features) if features is not None else None,
     }
     if covariates is not None and covariates.shape[1]:
-        b = covariate_effects(before, covariates, categorical, batch=batch, features=features)
-        a = covariate_effects(after, covariates, categorical, features=features)
-        out["covariate_effects_before"] = b.to_dict()
-        out["covariate_effects_after"] = a.to_dict()
+        b, b_se = covariate_effects(before, covariates, categorical, batch=batch,
+                                    features=features)
+        a, a_se = covariate_effects(after, covariates, categorical, features=features)
+        out["covariate_effects_before"], out["covariate_effects_before_se"] = (
+            b.to_dict(), b_se.to_dict())
+        out["covariate_effects_after"], out["covariate_effects_after_se"] = (
+            a.to_dict(), a_se.to_dict())
     return out

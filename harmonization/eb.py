@@ -49,6 +49,19 @@ def parametric(
     return g_new, d_new, max_iter
 
 
+def parametric_lagged(n: int, g_hat: np.ndarray, d_hat: np.ndarray, g_bar: float, t2: float,
+                      a: float, b: float, niter: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """longCombat's variant: ``niter`` fixed iterations in which gamma* is updated from the
+    previous delta* and delta* from the previous gamma*, after a first step from the
+    estimates (Beer et al. 2020's R code)."""
+    css = (n - 1) * d_hat
+    g = postmean(g_hat, g_bar, n, d_hat, t2)
+    d = postvar(css + n * (g_hat - g) ** 2, n, a, b)
+    for _ in range(niter):
+        g, d = postmean(g_hat, g_bar, n, d, t2), postvar(css + n * (g_hat - g) ** 2, n, a, b)
+    return g, d
+
+
 def parametric_mean_only(g_hat: np.ndarray, g_bar: float, t2: float) -> np.ndarray:
     """Posterior mean of gamma with unit variance (mean-only ComBat)."""
     return postmean(g_hat, g_bar, 1, 1, t2)

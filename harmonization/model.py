@@ -44,31 +44,66 @@ class ComBatModel:
     def covariates(self) -> list[str]:
         return [t.name for t in self.terms]
 
-    def save(self, path: str | Path) -> Path:
-        """Write the model as one ``.npz`` (arrays plus JSON metadata, no pickles)."""
-        path = Path(path)
+    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-ready metadata, arrays): what :meth:`save` writes."""
         meta = {
             "format": FORMAT, "features": self.features, "batches": self.batches,
             "ref_batch": self.ref_batch, "terms": [t.to_dict() for t in self.terms],
             "n_per_batch": self.n_per_batch, "settings": self.settings,
             "provenance": self.provenance,
         }
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, meta=np.array(json.dumps(meta, default=str)),
-                            **{k: getattr(self, k) for k in _ARRAYS})
-        tmp.replace(path)
-        return path
+        return meta, {k: getattr(self, k) for k in _ARRAYS}
 
     @classmethod
-    def load(cls, path: str | Path) -> ComBatModel:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
-                raise HarmonizationError(f"{path} is not a trialprep ComBat model")
-            arrays = {k: z[k] for k in _ARRAYS}
+    def from_arrays(cls, meta: dict, arrays) -> ComBatModel:
+        if meta.get("format") != FORMAT:
+            raise HarmonizationError("not a trialprep ComBat model")
         return cls(
             features=meta["features"], batches=meta["batches"], ref_batch=meta["ref_batch"],
             terms=[CovariateTerm.from_dict(t) for t in meta["terms"]],
             n_per_batch=meta["n_per_batch"], settings=meta["settings"],
-            provenance=meta["provenance"], **arrays,
+            provenance=meta["provenance"], **{k: arrays[k] for k in _ARRAYS},
         )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as one ``.npz`` (arrays plus JSON metadata, no pickles)."""
+        meta, arrays = self.to_arrays()
+        return save_npz(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ComBatModel:
+        meta, arrays = load_npz(path)
+        if meta.get("format") != FORMAT:
+            raise HarmonizationError(f"{path} is not a trialprep ComBat model")
+        return cls.from_arrays(meta, arrays)
+
+
+def save_npz(path: str | Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Metadata (JSON) and arrays in one ``.npz``, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_npz(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=False) as z:
+        return json.loads(str(z["meta"])), {k: z[k] for k in z.files if k != "meta"}
+
+
+def load_any(path: str | Path):
+    """A saved ComBat, CovBat or longitudinal ComBat model, by the format it records."""
+    with np.load(path, allow_pickle=False) as z:
+        fmt = json.loads(str(z["meta"])).get("format", "")
+    if fmt == FORMAT:
+        return ComBatModel.load(path)
+    if fmt.startswith("trialprep-covbat-model/"):
+        from trialprep.harmonization.covbat import CovBatModel
+
+        return CovBatModel.load(path)
+    if fmt.startswith("trialprep-longitudinal-combat-model/"):
+        from trialprep.harmonization.longitudinal import LongitudinalModel
+
+        return LongitudinalModel.load(path)
+    raise HarmonizationError(f"{path} is not a trialprep harmonization model")

@@ -8,14 +8,16 @@ the reason each was left out.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from trialprep import __version__
-from trialprep.harmonization import core, diagnostics
-from trialprep.harmonization.design import HarmonizationError
+from trialprep.harmonization import diagnostics
+from trialprep.harmonization.design import HarmonizationError, _natural_key
+from trialprep.harmonization.table_model import harmonize_table
 from trialprep.provenance import environment_record, sha256_file
 from trialprep.tables import read_table, write_json, write_table
 from trialprep.workflows.anat.session import ID_COLUMNS, biomarker_row_paths
@@ -59,7 +61,11 @@ def check_version_lock(rows: pd.DataFrame) -> None:
             "older sessions with one version before building a table (version-lock policy).")
 
 
-def _covariates(bids: Path, table: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+def _covariates(bids: Path, table: pd.DataFrame, names: list[str],
+                categorical: list[str]) -> pd.DataFrame:
+    """Per table row: participant, session, ``time`` (years since the participant's first
+    session, from the shifted session dates: intervals are kept) and the covariates, typed
+    (categorical ones as strings, the others numeric)."""
     part = read_table(Path(bids) / "participants.tsv", as_text=True)
     sessions = []
     for path in sorted(Path(bids).glob("sub-*/sub-*_sessions.tsv")):
@@ -68,13 +74,21 @@ def _covariates(bids: Path, table: pd.DataFrame, names: list[str]) -> pd.DataFra
         sessions.append(t)
     ses = pd.concat(sessions, ignore_index=True)
     merged = table[["participant_id", "session_id"]].merge(
-        ses[["participant_id", "session_id", "age"]], how="left")
+        ses[["participant_id", "session_id", "age", "acq_time"]], how="left")
     merged = merged.merge(part.drop(columns=["age", "site"], errors="ignore"),
                           on="participant_id", how="left")
     for name in names:
         if name not in merged:
             raise HarmonizationError(f"covariate {name!r} is in neither sessions.tsv nor "
                                      "participants.tsv")
+    when = pd.to_datetime(merged.pop("acq_time"), errors="coerce")
+    first = when.groupby(merged["participant_id"]).transform("min")
+    merged["time"] = ((when - first).dt.days / 365.25).astype(float)
+    for name in names:
+        if name in categorical:
+            merged[name] = merged[name].astype(str)
+        else:
+            merged[name] = pd.to_numeric(merged[name], errors="coerce").astype(float)
     return merged
 
 
@@ -110,84 +124,141 @@ def build_table(bids: Path, config, out_dir: Path) -> dict:
     values = table[features].apply(pd.to_numeric, errors="coerce")
     finite = [f for f in features if np.isfinite(values[f]).all() and values[f].std() > 0]
     skipped = sorted(set(features) - set(finite))
-    cov = _covariates(bids, table, h["covariates"])
-    covars = cov[h["covariates"]].copy()
-    for c in h["covariates"]:
-        if c not in h["categorical"]:
-            covars[c] = pd.to_numeric(covars[c], errors="coerce")
+    cov = _covariates(bids, table, h["covariates"], h["categorical"])
     batch = table["epoch"].to_numpy()
     mean_only = h["mean_only"]
     if mean_only == "auto":
         mean_only = bool(pd.Series(batch).value_counts().min() < h["min_batch_for_scale"])
-    settings = dict(smooth=h["smooth"], parametric=h["parametric"], eb_=h["eb"],
-                    mean_only=mean_only, ref_batch=h["ref_batch"])
-    harmonized, model = core.harmonize(
-        values[finite].to_numpy(float), batch, covars.reset_index(drop=True),
-        categorical=h["categorical"], **settings)
-    sources = [bids / s.removeprefix("bids::") for s in table["source"]]
-    meta = pd.DataFrame({
-        "participant_id": table["participant_id"], "session_id": table["session_id"],
-        "site": table["site"], "epoch": table["epoch"], "qc_verdict": table["verdict"],
-        "age": cov["age"].to_numpy(), "sex": cov["sex"].to_numpy(), "dx": cov["dx"].to_numpy(),
-        "pipeline_version": table["pipeline_version"], "config_sha256": config.hash,
-        "anat_config_sha256": table["config_sha256"], "source": table["source"],
-        "source_sha256": table["source_sha256"]})
-    for src, recorded in zip(sources, table["source_sha256"], strict=True):
-        if sha256_file(src) != recorded:
+    result = harmonize_table(values[finite].to_numpy(float), finite, batch, cov, h,
+                             mean_only)
+    for src, recorded in zip(table["source"], table["source_sha256"], strict=True):
+        if sha256_file(bids / src.removeprefix("bids::")) != recorded:
             raise HarmonizationError(f"{src} changed since it was processed (checksum "
                                      "differs): reprocess it before building the table")
-    raw = pd.concat([meta, values[finite].reset_index(drop=True)], axis=1)
-    harm = pd.concat([meta, pd.DataFrame(harmonized, columns=finite)], axis=1)
+    done = np.array([i not in result.unapplied for i in range(len(table))])
+    if result.unapplied:
+        rows_out = table.loc[~done, excluded.columns[:-1].intersection(table.columns)]
+        excluded = pd.concat([excluded, rows_out.assign(why=[
+            result.unapplied[i] for i in np.flatnonzero(~done)])], ignore_index=True)
+    meta = _meta(table, cov, h, config.hash)
+    raw = pd.concat([meta, values[finite].reset_index(drop=True)], axis=1)[done]
+    harm = pd.concat([meta, pd.DataFrame(result.values, columns=finite)], axis=1)[done]
+    raw, harm = raw.reset_index(drop=True), harm.reset_index(drop=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.provenance.update({"trialprep": __version__, "config_sha256": config.hash,
-                             "sessions": len(harm), "environment": environment_record(),
-                             "batches": "scanner epochs (site x manufacturer x model x "
-                                        "software)"})
+    model = result.model
+    provenance = model.combat.provenance if hasattr(model, "combat") else model.provenance
+    provenance.update({"trialprep": __version__, "config_sha256": config.hash,
+                       "sessions": len(harm), "environment": environment_record(),
+                       "batches": "scanner epochs (site x manufacturer x model x software)",
+                       "harmonization": result.record})
     written = {}
     for name, df in (("unharmonized", raw), ("harmonized", harm)):
         for ext in (".parquet", ".tsv"):
             written[f"{name}{ext}"] = write_table(df, out_dir / f"biomarkers_{name}{ext}")
-        write_json(data_dictionary(df, finite, name, config, skipped),
+        write_json(data_dictionary(df, finite, name, config, skipped, result.record),
                    out_dir / f"biomarkers_{name}.json")
     written["model"] = model.save(out_dir / "biomarkers_harmonized.combat.npz")
     written["excluded"] = write_table(excluded.drop(columns=["reason", "rules_fired"]),
                                       out_dir / "excluded_sessions.tsv")
-    diag = diagnostics.summarize(raw[finite].to_numpy(float), harmonized, batch,
-                                 covars.reset_index(drop=True), h["categorical"], finite,
-                                 groups=table["participant_id"].to_numpy(), settings=settings)
-    diag["mean_only"] = mean_only
-    diag["smallest_batch"] = int(pd.Series(batch).value_counts().min())
-    written["diagnostics"] = write_json(diag, out_dir / "harmonization_diagnostics.json")
+    written["diagnostics"] = write_json(_diagnostics(raw, harm, finite, h, result, mean_only),
+                                        out_dir / "harmonization_diagnostics.json")
     return {"written": written, "table": harm, "raw": raw, "excluded": excluded,
-            "features": finite, "skipped": skipped, "diagnostics": diag}
+            "features": finite, "skipped": skipped,
+            "diagnostics": json.loads(written["diagnostics"].read_text())}
+
+
+def _meta(table: pd.DataFrame, cov: pd.DataFrame, h: dict, config_hash: str) -> pd.DataFrame:
+    """The table's non-biomarker columns, typed: categorical covariates (and site, epoch,
+    verdict) as pandas categoricals, ages and times as floats."""
+    def categorical(values) -> pd.Categorical:
+        v = pd.Series(values).astype(str).to_numpy()
+        return pd.Categorical(v, categories=sorted(set(v), key=_natural_key))
+
+    cols = {"participant_id": table["participant_id"].to_numpy(),
+            "session_id": table["session_id"].to_numpy(),
+            "site": categorical(table["site"]), "epoch": categorical(table["epoch"]),
+            "qc_verdict": categorical(table["verdict"]),
+            "time": cov["time"].to_numpy(float)}
+    for c in h["covariates"]:
+        cols[c] = categorical(cov[c]) if c in h["categorical"] else cov[c].to_numpy(float)
+    cols.update({"pipeline_version": table["pipeline_version"].to_numpy(),
+                 "config_sha256": config_hash,
+                 "anat_config_sha256": table["config_sha256"].to_numpy(),
+                 "source": table["source"].to_numpy(),
+                 "source_sha256": table["source_sha256"].to_numpy()})
+    return pd.DataFrame(cols)
+
+
+def _diagnostics(raw: pd.DataFrame, harm: pd.DataFrame, features: list[str], h: dict,
+                 result, mean_only) -> dict:
+    """Before/after diagnostics; the AUC after with the table's model refitted in folds."""
+    covs = result.covariates
+    cov = raw[covs] if covs else None
+    categorical = [c for c in h["categorical"] if c in covs]
+    batch = raw["epoch"].astype(str).to_numpy()
+    X = raw[features].to_numpy(float)
+    settings, in_folds = None, None
+    if result.record["model"] == "longitudinal":
+        in_folds = diagnostics.longitudinal_in_folds(
+            X, batch, raw[["participant_id", "time", *covs]], **result.record["in_folds"])
+    elif not h.get("covbat"):
+        settings = result.record["settings"]
+    diag = diagnostics.summarize(X, harm[features].to_numpy(float), batch, cov, categorical,
+                                 features, groups=raw["participant_id"].to_numpy(),
+                                 settings=settings, in_folds=in_folds)
+    diag.update(model=result.record["method"], harmonization=result.record,
+                mean_only=mean_only,
+                smallest_batch=int(pd.Series(batch).value_counts().min()))
+    return diag
 
 
 def data_dictionary(df: pd.DataFrame, features: list[str], kind: str, config,
-                    skipped: list[str]) -> dict:
+                    skipped: list[str], record: dict | None = None) -> dict:
+    """The table's JSON dictionary: every column's description, unit and type; categorical
+    columns with their levels (in the order of the column's categories)."""
     fixed = {
         "participant_id": "keyed pseudonym of the participant",
         "session_id": "visit (BIDS session)", "site": "acquisition site",
         "epoch": "harmonization batch: site x manufacturer x model x software version",
         "qc_verdict": "QC gate verdict (after any human decision)",
+        "time": "years since the participant's first session in the table's data",
         "age": "age at the session (years)", "sex": "sex", "dx": "diagnosis",
         "pipeline_version": "trialprep version that produced the biomarkers",
         "config_sha256": "SHA-256 of the study configuration used to build the table",
         "anat_config_sha256": "SHA-256 of the anatomical settings that produced the row",
         "source": "source T1w (BIDS URI)", "source_sha256": "SHA-256 of the source T1w",
     }
-    out = {c: {"Description": fixed[c]} for c in df.columns if c in fixed}
-    out["age"]["Units"] = "years"
+    out = {}
+    for c in df.columns:
+        if c in features:
+            continue
+        entry = {"Description": fixed.get(c, f"covariate {c} (participants.tsv)")}
+        if isinstance(df[c].dtype, pd.CategoricalDtype):
+            entry["Levels"] = {str(v): str(v) for v in df[c].cat.categories}
+            entry["DataType"] = "categorical"
+        elif pd.api.types.is_float_dtype(df[c].dtype):
+            entry["DataType"] = "float64"
+        else:
+            entry["DataType"] = "string"
+        out[c] = entry
+    for c in ("age", "time"):
+        if c in out:
+            out[c]["Units"] = "years"
+    how = (record or {}).get("method", "ComBat")
+    protected = ", ".join((record or {}).get("covariates", config["harmonization"]["covariates"]))
     for f in features:
         unit = "mm^3" if f.endswith("_mm3") else "mm"
         what = "volume" if unit == "mm^3" else "mean cortical thickness"
         region = f.removesuffix("_mm3").removesuffix("_thickness_mm")
-        note = ("ComBat-harmonized across epochs, protected covariates "
-                f"{', '.join(config['harmonization']['covariates'])}" if kind == "harmonized"
-                else "as measured (not harmonized)")
-        out[f] = {"Description": f"{what} of {region}; {note}", "Units": unit}
+        note = (f"harmonized across scanner epochs by {how}, protected covariates {protected}"
+                if kind == "harmonized" else "as measured (not harmonized)")
+        out[f] = {"Description": f"{what} of {region}; {note}", "Units": unit,
+                  "DataType": "float64"}
     out["_table"] = {"kind": kind, "rows": len(df), "trialprep": __version__,
                      "config_sha256": config.hash,
                      "features_not_harmonized": {f: "missing or constant in some session"
                                                  for f in skipped},
                      "id_columns_of_session_rows": list(ID_COLUMNS)}
+    if record is not None and kind == "harmonized":
+        out["_table"]["harmonization"] = {k: v for k, v in record.items() if k != "in_folds"}
     return out

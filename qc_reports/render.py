@@ -205,17 +205,23 @@ def render_harmonization(env, tables: Path, config, out: Path) -> Path:
     effects = []
     before, after = diag.get("covariate_effects_before", {}), diag.get(
         "covariate_effects_after", {})
+    se_before = diag.get("covariate_effects_before_se", {})
+    se_after = diag.get("covariate_effects_after_se", {})
     for term in before:
         for f in shown:
             b, a = before[term].get(f), after.get(term, {}).get(f)
             if b is None or a is None:
                 continue
-            change = 100 * (a - b) / abs(b) if b else 0.0
+            se_b = se_before.get(term, {}).get(f)
+            # the change judged against the estimate's own uncertainty, not in percent
+            # (an effect of -13 +- 2495 that moves to -920 has not changed "by -7000 %")
+            change = (a - b) / se_b if se_b else None
             effects.append({"feature": f, "term": term, "before": b, "after": a,
+                            "se_before": se_b, "se_after": se_after.get(term, {}).get(f),
                             "change": change})
     counts = raw["epoch"].value_counts()
-    ctx = _common("Harmonization", "ComBat across scanner epochs: before and after",
-                  config.hash, 0)
+    ctx = _common("Harmonization", f"{diag.get('model', 'ComBat')} across scanner epochs: "
+                  "before and after", config.hash, 0)
     ctx.update(auc_before=diag["site_auc_before"], auc_after=diag["site_auc_after"],
                auc_note=diag.get("site_auc_note", ""),
                auc_in_sample=diag.get("site_auc_after_in_sample"),

@@ -44,12 +44,22 @@ def test_diagnostics_show_site_removed_and_biology_kept():
     assert site_prediction_auc(H, batch) < 0.65
     r2_before, r2_after = batch_variance_explained(X, batch), batch_variance_explained(H, batch)
     assert np.all(r2_after < r2_before) and r2_after.max() < 0.05
-    before = covariate_effects(X, cov, ["dx"], batch=batch)
-    after = covariate_effects(H, cov, ["dx"])
+    before, before_se = covariate_effects(X, cov, ["dx"], batch=batch)
+    after, after_se = covariate_effects(H, cov, ["dx"])
     # the covariate effects survive harmonization (sites scale them, so not bit-equal)
     for term in ("age", "dx_1"):
         rel = ((after[term] - before[term]) / before[term]).abs()
         assert rel.max() < 0.25, (term, rel.max())
+        assert ((after[term] - before[term]).abs() / before_se[term]).max() < 3
+    # standard errors are OLS's (statsmodels)
+    import statsmodels.api as sm
+
+    design = sm.add_constant(np.column_stack([
+        cov["age"], cov["dx"] == 1, *(batch == b for b in sorted(set(batch))[1:])]).astype(float))
+    ols = sm.OLS(X.iloc[:, 0].to_numpy(), design).fit()
+    assert before_se["age"].iloc[0] == pytest.approx(ols.bse[1], rel=1e-9)
+    assert before_se["dx_1"].iloc[0] == pytest.approx(ols.bse[2], rel=1e-9)
+    assert (after_se > 0).all().all()
 
 
 def test_site_auc_after_is_cross_validated_with_combat_fitted_inside_the_folds():

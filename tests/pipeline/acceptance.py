@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trialprep.harmonization.diagnostics import combat_in_folds, site_prediction_auc
+from trialprep.harmonization.diagnostics import (
+    combat_in_folds,
+    longitudinal_in_folds,
+    site_prediction_auc,
+)
 from trialprep.keys import StudyKey
 
 #: What the generator planted (log scale for the slope, as the regression below).
@@ -73,7 +77,9 @@ def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
     10 random splits into folds (one split of a dozen participants is a noisy measure).
 
     ``after``: ComBat with the table's settings (the defaults: covariates age, sex, dx) is
-    fitted on each fold's training sessions and applied to the held-out ones.
+    fitted on each fold's training sessions and applied to the held-out ones;
+    ``after_longitudinal``: the same with longitudinal ComBat (the table's default model
+    with repeated visits; held-out participants' random effects from their own visits).
     ``after_table``: the harmonized table cross-validated as a whole, which leaks (held-out
     participants sit opposite their site's mean) and lands below chance."""
     raw, harm = tables["raw"], tables["harm"]
@@ -92,7 +98,16 @@ def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
     def harmonized_rel(train, test):
         return tuple(h[:, 1:] / h[:, :1] for h in combat(train, test))
 
+    longitudinal = longitudinal_in_folds(
+        raw[["TIV_mm3", *feats]].to_numpy(), raw["epoch"],
+        raw[["participant_id", "time", "age", "sex", "dx"]], subject="participant_id",
+        time="time", formula="time + age + sex + dx", categorical=["sex", "dx"])
+
+    def longitudinal_rel(train, test):
+        return tuple(h[:, 1:] / h[:, :1] for h in longitudinal(train, test))
+
     return {"before": auc(rel(raw)), "after": auc(rel(raw), harmonized_rel),
+            "after_longitudinal": auc(rel(raw), longitudinal_rel),
             "after_table": auc(rel(harm))}
 
 

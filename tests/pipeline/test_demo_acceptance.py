@@ -36,6 +36,10 @@ def test_scanner_prediction_auc_at_least_090_before_and_at_most_060_after(demo):
     auc = scanner_auc(demo["tables"], folds=5)
     assert auc["before"] >= 0.9, auc
     assert auc["after"] <= 0.6 and auc["after_table"] <= 0.6, auc
+    # issue 20: the longitudinal model (the table's default here) removes the epochs,
+    # the upgraded site's included, as well as cross-sectional ComBat
+    assert auc["after_longitudinal"] <= 0.6, auc
+    assert auc["after_longitudinal"] <= auc["after"] + 0.05, auc
     diag = demo["tables"]["diagnostics"]
     assert diag["site_auc_after"] <= 0.6, diag
 
