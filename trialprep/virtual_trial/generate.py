@@ -25,6 +25,7 @@ from trialprep import __version__
 from trialprep.keys import StudyKey
 from trialprep.virtual_trial import anatomy, phi
 from trialprep.virtual_trial.dicom_writer import corrupt_copy, make_grid, write_series
+from trialprep.virtual_trial.head import sample_head
 from trialprep.virtual_trial.scanners import VENDORS, Site, spread_effects, synthesize_t1
 
 
@@ -42,14 +43,25 @@ SIZES = {
     "default": Size(subjects_per_site=5, voxel_mm=2.0, template_resolution=1),
     "full": Size(subjects_per_site=20, voxel_mm=1.0, template_resolution=1),
 }
-#: Field of view along (rows, columns, slices) for a sagittal acquisition, mm.
-FOV_MM = (240.0, 224.0, 176.0)
+#: Centre of the field of view on the template's head (RAS mm): the technologist centres
+#: the field of view on the head, within a few millimetres.
+FOV_CENTRE_MM = (0.0, -14.0, 4.0)
 #: Planted biology (relative hippocampal volume).
 AGE_SLOPE_PER_YEAR = -0.006  # -0.6 % per year of age
 DX_EFFECT = -0.15  # AD vs CN: -15 %
 AD_EXTRA_ANNUAL = -0.03  # extra atrophy per year in AD
 VISIT_DAYS = (0, 365)
 AGE_RANGE = (55.0, 85.0)  # at baseline
+#: Planted cortical thinning (relative thickness of the grey-matter ribbon): with age
+#: everywhere (from the youngest age, where the ribbon is the template's), and in AD in the
+#: medial and inferior temporal cortex (the AD signature regions).
+THICKNESS_AGE_SLOPE = -0.005  # -0.5 % per year of age above THICKNESS_REFERENCE_AGE
+THICKNESS_REFERENCE_AGE = 55.0
+THICKNESS_DX_EFFECT = -0.12  # AD vs CN in THICKNESS_DX_REGIONS: -12 %
+THICKNESS_DX_REGIONS = ("Temporal_Pole", "Middle_Temporal_Gyrus_anterior",
+                        "Middle_Temporal_Gyrus_posterior", "Inferior_Temporal_Gyrus_anterior",
+                        "Inferior_Temporal_Gyrus_posterior", "Parahippocampal_Gyrus",
+                        "Temporal_Fusiform_Cortex")
 
 
 def _sites(rng: np.random.Generator) -> list[Site]:
@@ -70,8 +82,10 @@ def _sites(rng: np.random.Generator) -> list[Site]:
 
 
 def generate_trial(out: Path, size: str = "small", seed: int = 0,
-                   workers: int = 2) -> dict:
-    """Write the trial under ``out``: drops/, clinical/, truth/, secrets/, study.yaml."""
+                   workers: int = 2, noise_seed: int = 0) -> dict:
+    """Write the trial under ``out``: drops/, clinical/, truth/, secrets/, study.yaml.
+    ``noise_seed`` draws another realization of the scanners' noise for the same trial (the
+    same people, anatomy, poses and scanners)."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r} (choose from {sorted(SIZES)})")
     cfg = SIZES[size]
@@ -96,7 +110,9 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
             age0 = float(AGE_RANGE[0] + (AGE_RANGE[1] - AGE_RANGE[0]) *
                          (n + rng.uniform(0, 1)) / cfg.subjects_per_site)
             dx = "AD" if n % 2 == 1 else "CN"
-            head_scale = float(rng.uniform(0.92, 1.08))
+            # MNI space is larger than a head (its brain mask holds 1.9 L): scaled to adult
+            # intracranial volumes of about 1.25-1.9 L
+            head_scale = float(rng.uniform(0.82, 0.94))
             base_day = date(2024, 1, 15) + timedelta(days=int(rng.integers(0, 240)))
             person["birth_date"] = base_day - timedelta(days=int(age0 * 365.25))
             subject_seed = int(rng.integers(0, 2**31))
@@ -126,6 +142,8 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
     (out / "secrets" / "study.key").write_text(key_secret + "\n")
     (out / "secrets" / "study.key").chmod(0o600)
     anatomy.load_template(cfg.template_resolution)  # warm the cache before forking
+    for job in jobs:
+        job["noise_seed"] = noise_seed
     args = [(job, sites, cfg, out, i) for i, job in enumerate(jobs)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -144,6 +162,13 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
         "planted": {
             "age_slope_relative_per_year": AGE_SLOPE_PER_YEAR, "dx_effect_relative": DX_EFFECT,
             "ad_extra_atrophy_per_year": AD_EXTRA_ANNUAL,
+            "cortical_thinning": {
+                "age_slope_relative_per_year": THICKNESS_AGE_SLOPE,
+                "reference_age": THICKNESS_REFERENCE_AGE,
+                "dx_effect_relative": THICKNESS_DX_EFFECT,
+                "dx_regions": sorted(n for n in anatomy.cortical_region_names().values()
+                                     if any(r in n for r in THICKNESS_DX_REGIONS)),
+                "per_region": "truth/cortical_thickness.tsv"},
             "software_upgrade": {"site": "osaka", "between_visits": ["01", "02"]},
             "off_protocol": {"site": "lyon", "patient_id": off_protocol["pid"], "visit": "02",
                              "deviation": "SliceThickness 3.0 mm (protocol 2.0 mm)"},
@@ -158,6 +183,8 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
     (out / "truth" / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     pd.DataFrame(participants).to_csv(out / "truth" / "participants.tsv", sep="\t", index=False)
     pd.DataFrame(sessions).to_csv(out / "truth" / "sessions.tsv", sep="\t", index=False)
+    _write_thickness_truth(out / "truth" / "cortical_thickness.tsv", sessions,
+                           cfg.template_resolution)
     pd.DataFrame([{"site": p["site"], "patient_id": p["patient_id"], "dx": p["dx"]}
                   for p in participants]).to_csv(out / "clinical" / "clinical.tsv", sep="\t",
                                                  index=False)
@@ -166,13 +193,31 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
         "key": {"env": "TRIALPREP_STUDY_KEY", "file": "secrets/study.key"},
         "sites": {s.name: {"source": f"drops/{s.name}"} for s in sites},
         "clinical": "clinical/clinical.tsv",
-        # Demo speed (the whole trial in under 20 minutes on 2 cores): DiReCT thickness
-        # (about 6 minutes per 2 mm session on one core at the default 45 iterations) is
-        # off here; tests/anat covers it. Real studies keep the default (on).
-        "anat": {"thickness": {"enabled": False}},
     }
     (out / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     return truth
+
+
+def _write_thickness_truth(path: Path, sessions: list[dict], resolution: int) -> None:
+    """Per session and cortical region: the planted factor and the thickness it gives the
+    template's ribbon (its mean Laplacian thickness in the region, on its own 1 mm grid)."""
+    template = anatomy.load_template(resolution)
+    region = template.maps["cortex_region"].astype(int)
+    thick = template.maps["cortex_thickness"]
+    inside = (thick > 0) & (template.maps["gm"] >= 0.5) & (region > 0)
+    sums = np.bincount(region[inside], weights=thick[inside], minlength=anatomy.HO_CORTICAL + 1)
+    counts = np.bincount(region[inside], minlength=anatomy.HO_CORTICAL + 1)
+    names = anatomy.cortical_region_names()
+    rows = []
+    for s in sessions:
+        factors = thickness_factors(s["age"], s["dx"])
+        for idx, name in names.items():
+            base = sums[idx] / counts[idx] if counts[idx] else float("nan")
+            rows.append({"site": s["site"], "patient_id": s["patient_id"], "visit": s["visit"],
+                         "region": name, "factor": round(float(factors[idx]), 5),
+                         "template_thickness_mm": round(float(base), 4),
+                         "thickness_mm": round(float(base * factors[idx]), 4)})
+    pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
 
 
 def _hippo_factor(age: float, dx: str, years_from_baseline: float) -> float:
@@ -182,9 +227,22 @@ def _hippo_factor(age: float, dx: str, years_from_baseline: float) -> float:
     return f
 
 
+def thickness_factors(age: float, dx: str) -> np.ndarray:
+    """Planted relative cortical thickness per Harvard-Oxford cortical region (index 0:
+    outside the cortex, 1)."""
+    factors = np.ones(anatomy.HO_CORTICAL + 1, np.float32)
+    factors[1:] = 1 + THICKNESS_AGE_SLOPE * max(age - THICKNESS_REFERENCE_AGE, 0.0)
+    if dx == "AD":
+        for idx, name in anatomy.cortical_region_names().items():
+            if any(r in name for r in THICKNESS_DX_REGIONS):
+                factors[idx] *= 1 + THICKNESS_DX_EFFECT
+    return factors
+
+
 def dominant_tissue(tissue: np.ndarray) -> np.ndarray:
     """Truth labels (1 CSF, 2 GM, 3 WM, 0 none) from tissue fractions (3, ...): each voxel's
-    largest component, counting what is not brain tissue (skull, scalp, air) as one more.
+    largest component, counting what is not brain tissue (skull, scalp, face, air) as one
+    more.
     The CSF around the brain (subarachnoid space) is CSF where it fills most of a voxel."""
     other = np.clip(1.0 - tissue.sum(axis=0), 0.0, 1.0)
     return np.concatenate([other[None], tissue]).argmax(axis=0).astype(np.uint8)
@@ -203,15 +261,24 @@ def _session(arg) -> dict:
     anat = anatomy.random_subject(
         subj_rng, hippo_factor=(hf * lr, hf / lr),
         ventricle_factor=1 + 0.02 * (job["age"] - 55), head_scale=job["head_scale"])
-    anat.rotation_deg = anat.rotation_deg + rng.normal(0, 1.5, 3)  # repositioning per visit
-    anat.translation_mm = anat.translation_mm + rng.normal(0, 2, 3)
-    template = anatomy.load_template(cfg.template_resolution)
+    anat.rotation_deg = anat.rotation_deg + np.clip(rng.normal(0, 2, 3), -3, 3)  # this visit
+    anat.translation_mm = anat.translation_mm + np.clip(rng.normal(0, 3, 3), -5, 5)
+    factors = thickness_factors(job["age"], job["dx"])
+    template = anatomy.thin_cortex(anatomy.load_template(cfg.template_resolution), factors)
     thickness = job.get("slice_thickness", cfg.voxel_mm)
     voxel = (cfg.voxel_mm, cfg.voxel_mm, thickness)
-    grid = make_grid(site.vendor.orientation, FOV_MM, voxel, centre_ras=(0.0, -18.0, 12.0))
+    centre = anat.from_template(np.asarray([FOV_CENTRE_MM])) + rng.normal(0, 4, 3)
+    grid = make_grid(site.vendor.orientation, site.vendor.fov_mm, voxel,
+                     centre_ras=tuple(centre.ravel()))
     points = grid.points_ras()
-    maps = anatomy.sample_maps(anat.to_template(points, template), template)
-    image = synthesize_t1(maps, points, effect, rng, shape=grid.shape,
+    at_template = anat.to_template(points, template)
+    maps = anatomy.sample_maps(at_template, template)
+    head = sample_head(at_template, template.head)
+    # the CSF round the brain up to the skull and down the spinal canal is the head's
+    tissues = dict(head, csf=maps["csf"] + head["csf_rim"] + head["canal"], gm=maps["gm"],
+                   wm=maps["wm"])
+    noise = np.random.default_rng([job["seed"], job.get("noise_seed", 0), 0x6E6F69])
+    image = synthesize_t1(tissues, points, effect, noise, shape=grid.shape,
                           voxel_mm=voxel).reshape(grid.shape)
 
     visit_id = f"{job['visit'] + 1:02d}"
@@ -221,9 +288,11 @@ def _session(arg) -> dict:
     write_series(image, grid, folder / "T1", site.vendor, header, software, series_number=3,
                  uid_seed=f"{site.name}-{job['pid']}-{visit_id}")
 
-    # Ground truth on the acquisition grid.
+    # Ground truth on the acquisition grid: the intracranial tissues (the CSF up to the skull,
+    # above the foramen magnum).
     shape = grid.shape
-    tissue = np.stack([maps["csf"], maps["gm"], maps["wm"]]).reshape(3, *shape)
+    csf = maps["csf"] + head["csf_rim"]
+    tissue = np.stack([csf, maps["gm"], maps["wm"]]).reshape(3, *shape)
     dseg = dominant_tissue(tissue)
     hippo = np.zeros(shape, np.uint8)
     hippo[maps["hippo_l"].reshape(shape) > 0.5] = 1
@@ -243,8 +312,10 @@ def _session(arg) -> dict:
         # Tissue volumes, the CSF around the brain included; TIV is their sum.
         "gm_mm3": round(float(maps["gm"].sum()) * vox_ml, 1),
         "wm_mm3": round(float(maps["wm"].sum()) * vox_ml, 1),
-        "csf_mm3": round(float(maps["csf"].sum()) * vox_ml, 1),
+        "csf_mm3": round(float(csf.sum()) * vox_ml, 1),
         "tiv_mm3": round(float(tissue.sum()) * vox_ml, 1),
         "off_protocol": bool("slice_thickness" in job),
         "labels": f"truth/labels/{stem}_dseg.nii.gz",
+        "thickness_factor": round(float(factors[1]), 5),  # every region's age factor
+        "thickness_factor_dx_regions": round(float(factors.min()), 5),
     }

@@ -32,6 +32,8 @@ class Vendor:
     sequence: dict  # RepetitionTime, EchoTime, InversionTime, FlipAngle, ...
     image_type: list
     orientation: str = "sagittal"
+    #: field of view (mm) along rows, columns and slices, as the vendor's T1w protocol has it
+    fov_mm: tuple = (256.0, 240.0, 176.0)
 
 
 @dataclass
@@ -63,17 +65,23 @@ VENDORS = {
         {"RepetitionTime": 7.3, "EchoTime": 3.0, "InversionTime": 400.0, "FlipAngle": 11.0,
          "ScanningSequence": ["GR"], "SequenceVariant": ["SS", "SK"],
          "SequenceName": "efgre3d", "ScanOptions": ["FAST_GEMS", "EDR_GEMS", "ACC_GEMS"]},
-        ["ORIGINAL", "PRIMARY", "OTHER"]),
+        ["ORIGINAL", "PRIMARY", "OTHER"], orientation="axial", fov_mm=(256.0, 256.0, 200.0)),
     "philips_ingenia": Vendor(
         "Philips Medical Systems", "Ingenia", "T1W_3D_TFE", "WIP T1W_3D_TFE SENSE",
         {"RepetitionTime": 6.8, "EchoTime": 3.1, "FlipAngle": 9.0,
          "ScanningSequence": ["GR"], "SequenceVariant": ["MP"], "SequenceName": "T1TFE",
          "ScanOptions": "OTHER"},
-        ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"]),
+        ["ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"], fov_mm=(240.0, 240.0, 170.0)),
 }
 
-TISSUES = ("csf", "gm", "wm", "skull", "scalp")
-BASE_CONTRAST = {"csf": 0.22, "gm": 0.55, "wm": 0.85, "skull": 0.08, "scalp": 0.7}
+TISSUES = ("csf", "gm", "wm", "skin", "fat", "muscle", "bone", "marrow", "eye", "lens",
+           "cord")
+#: T1w (MPRAGE-like) intensities relative to each other: fat brightest, then marrow and the
+#: cord (white matter), grey matter, muscle; CSF and the eyes' vitreous dark, cortical bone
+#: and air darkest.
+BASE_CONTRAST = {"csf": 0.22, "gm": 0.55, "wm": 0.85, "skin": 0.55, "fat": 0.98,
+                 "muscle": 0.42, "bone": 0.06, "marrow": 0.78, "eye": 0.12, "lens": 0.55,
+                 "cord": 0.78}
 #: The softest scanner's point-spread function (FWHM, mm); the sharpest has 0.5 mm.
 MAX_PSF_FWHM_MM = 2.5
 
@@ -100,6 +108,8 @@ def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
         contrast["gm"] *= 0.88 + 0.24 * ti
         contrast["wm"] *= 1 + rng.uniform(-0.05, 0.05)
         contrast["csf"] *= 0.7 + 0.6 * ui
+        for tissue in ("fat", "muscle", "marrow", "skin"):  # sequences differ outside too
+            contrast[tissue] *= 1 + rng.uniform(-0.1, 0.1)
         coeffs = rng.normal(0, 1, 10)
         effects.append(ScannerEffect(
             gain=float(1000 * rng.uniform(0.7, 1.4)), offset=float(rng.uniform(0, 40)),

@@ -8,14 +8,17 @@ from pathlib import Path
 from nipype.interfaces.utility import Function, IdentityInterface
 from nipype.pipeline import engine as pe
 
+from trialprep.workflows.anat.brain_extraction import BrainExtraction
 from trialprep.workflows.anat.external_csf import ExternalCSF
 from trialprep.workflows.anat.interfaces import (
     ApplyTransforms,
     AtroposSegmentation,
+    CheckTemplateFit,
     N4BiasFieldCorrection,
     RegisterToTemplate,
 )
 from trialprep.workflows.anat.iqms import ComputeIQMs
+from trialprep.workflows.anat.laplace_thickness import LaplacianThickness
 from trialprep.workflows.anat.templates import TEMPLATE_SPACE, write_atlas, write_template
 from trialprep.workflows.anat.thickness import CorticalThickness
 from trialprep.workflows.anat.volumes import RegionalVolumes
@@ -54,12 +57,20 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                          syn_iterations: tuple[int, ...] = (40, 20, 0),
                          prior_weight: float = 0.25, mrf_weight: float = 0.2,
                          external_csf_mm: float = 4.0,
-                         thickness: bool = True,
+                         thickness: bool = True, thickness_method: str = "laplacian",
                          thickness_iterations: int = 45, thickness_processes: int = 1,
                          min_correlation: float = -1.0,
+                         brain_extraction: str = "deepbet", min_template_dice: float = 0.85,
+                         use_gpu: bool = False,
                          name: str = "anat_preproc_wf") -> pe.Workflow:
-    """T1w bias correction, template-based brain extraction, registration to MNI152,
-    3-tissue segmentation, regional volumes, cortical thickness and image-quality metrics.
+    """T1w bias correction, brain extraction, registration to MNI152, 3-tissue segmentation,
+    regional volumes, cortical thickness and image-quality metrics.
+
+    ``brain_extraction="deepbet"`` (the default) extracts the brain from the whole head with
+    deepbet, registers the extracted brain to the (brain-only) template from a multi-start
+    initial rotation, and checks that the template's brain brought back covers the extracted
+    one (Dice at least ``min_template_dice``); ``"template"`` registers the whole image and
+    takes the template's brain mask (for images that are already skull-stripped).
 
     Inputs (``inputnode``)
     ----------------------
@@ -69,8 +80,11 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     ------------------------
     t1w_preproc : N4-corrected T1w (native space)
     bias_field : the estimated bias field
-    brain_mask : intracranial mask: the template brain mask brought to native space and
-        the CSF around the brain (within ``external_csf_mm`` of it)
+    brain_mask : intracranial mask: the extracted brain (or the template brain mask brought
+        to native space) and the CSF around it (within ``external_csf_mm``)
+    extracted_mask : the brain mask the extraction gave (before the CSF around it)
+    template_mask_native : the template's brain mask brought to native space
+    template_dice : Dice of the two (deepbet only)
     dseg, probseg : Atropos labels (1 CSF, 2 GM, 3 WM) and posteriors, with that CSF
     std_warped : T1w in MNI152 space
     forward_transforms, inverse_transforms : native <-> MNI152 transforms
@@ -80,7 +94,9 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     volumes : TSV of tissue, TIV and atlas-region volumes (mm^3)
     head_mask : the head mask N4 was fitted in
     atlas_native : the atlas labels in native space
-    thickness : DiReCT cortical thickness map (mm), when ``thickness``
+    thickness : cortical thickness map (mm), when ``thickness``: Laplacian (Yezzi-Prince on
+        the partial-volume posteriors, ``thickness_method="laplacian"``) or DiReCT
+        (``"direct"``, antspyx ``kelly_kapowski``)
     regional_thickness : dict of mean thickness per cortical region (mm), when ``thickness``
     iqms : dict of MRIQC-style image-quality metrics (also written as JSON)
     template, template_mask : the template the T1w was registered to
@@ -98,7 +114,8 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         "forward_transforms", "inverse_transforms", "registration_metric",
         "registration_correlation", "volumes",
         "head_mask", "atlas_native", "thickness", "regional_thickness", "iqms", "template",
-        "template_mask"]), name="outputnode")
+        "template_mask", "extracted_mask", "template_mask_native", "template_dice"]),
+        name="outputnode")
     outputnode.inputs.template = str(tpl["T1w"])
     outputnode.inputs.template_mask = str(tpl["mask"])
     n4 = pe.Node(N4BiasFieldCorrection(seed=seed, single_threaded=single_threaded), name="n4")
@@ -108,14 +125,21 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                                      single_threaded=single_threaded,
                                      template_name=TEMPLATE_SPACE,
                                      min_correlation=min_correlation), name="register")
+    if brain_extraction == "deepbet":
+        bet = pe.Node(BrainExtraction(seed=seed, use_gpu=use_gpu), name="brain_extraction")
+        mask = pe.Node(CheckTemplateFit(min_dice=min_template_dice,
+                                        template_name=TEMPLATE_SPACE), name="template_fit")
+        mask_out = "brain_mask"
+    else:
+        mask = pe.Node(Function(input_names=["in_file"], output_names=["out"],
+                                function=_threshold), name="brain_mask")
+        mask_out = "out"
     to_native = pe.Node(ApplyTransforms(in_files=[str(tpl[k]) for k in ("mask", "CSF", "GM",
                                                                          "WM")],
                                         invert=[True, False], interpolator="linear"),
                         name="template_to_native")
     atlas_native = pe.Node(ApplyTransforms(in_files=[str(atlas)], invert=[True, False],
                                            interpolator="genericLabel"), name="atlas_to_native")
-    mask = pe.Node(Function(input_names=["in_file"], output_names=["out"],
-                            function=_threshold), name="brain_mask")
     atropos = pe.Node(AtroposSegmentation(prior_weight=prior_weight, mrf_weight=mrf_weight,
                                           seed=seed),
                       name="atropos")
@@ -123,19 +147,33 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
     vols = pe.Node(RegionalVolumes(atlas_labels=str(atlas_labels)), name="volumes")
     iqms = pe.Node(ComputeIQMs(), name="iqms")
 
+    if brain_extraction == "deepbet":
+        wf.connect([
+            (n4, bet, [("out_file", "in_file")]),
+            (bet, reg, [("brain_file", "moving"), ("mask_file", "moving_mask")]),
+            (to_native, mask, [(("out_files", first), "template_mask")]),
+            (bet, mask, [("mask_file", "brain_mask")]),
+            (bet, outputnode, [("mask_file", "extracted_mask")]),
+            (mask, outputnode, [("dice", "template_dice")]),
+        ])
+    else:
+        wf.connect([
+            (n4, reg, [("out_file", "moving")]),
+            (to_native, mask, [(("out_files", first), "in_file")]),
+            (mask, outputnode, [("out", "extracted_mask")]),
+        ])
     wf.connect([
         (inputnode, n4, [("t1w", "in_file")]),
-        (n4, reg, [("out_file", "moving")]),
         (n4, to_native, [("out_file", "reference")]),
         (reg, to_native, [("inverse_transforms", "transforms")]),
         (n4, atlas_native, [("out_file", "reference")]),
         (reg, atlas_native, [("inverse_transforms", "transforms")]),
-        (to_native, mask, [(("out_files", first), "in_file")]),
         (n4, atropos, [("out_file", "in_file")]),
-        (mask, atropos, [("out", "mask_file")]),
+        (mask, atropos, [(mask_out, "mask_file")]),
         (to_native, atropos, [(("out_files", rest), "priors")]),
+        (to_native, outputnode, [(("out_files", first), "template_mask_native")]),
         (n4, ext_csf, [("out_file", "in_file")]),
-        (mask, ext_csf, [("out", "mask_file")]),
+        (mask, ext_csf, [(mask_out, "mask_file")]),
         (atropos, ext_csf, [("dseg", "dseg"), ("probseg", "probseg")]),
         (ext_csf, vols, [("dseg", "dseg"), ("mask_file", "brain_mask")]),
         (atlas_native, vols, [(("out_files", first), "atlas")]),
@@ -157,15 +195,23 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         (iqms, outputnode, [("iqms", "iqms")]),
     ])
     if thickness:
-        kk = pe.Node(CorticalThickness(iterations=thickness_iterations, seed=seed,
-                                       processes=thickness_processes,
-                                       single_threaded=single_threaded), name="thickness")
+        if thickness_method == "direct":
+            kk = pe.Node(CorticalThickness(iterations=thickness_iterations, seed=seed,
+                                           processes=thickness_processes,
+                                           single_threaded=single_threaded), name="thickness")
+        else:
+            kk = pe.Node(LaplacianThickness(), name="thickness")
         regional = pe.Node(Function(input_names=["thickness", "atlas", "atlas_labels"],
                                     output_names=["out"], function=_regional_thickness),
                            name="regional_thickness")
         regional.inputs.atlas_labels = str(atlas_labels)
+        if thickness_method == "direct":
+            wf.connect(ext_csf, "dseg", kk, "dseg")
+        else:  # partial volumes from the intensity at the tissue boundaries
+            wf.connect([(n4, kk, [("out_file", "in_file")]),
+                        (ext_csf, kk, [("mask_file", "mask_file")])])
         wf.connect([
-            (ext_csf, kk, [("dseg", "dseg"), ("probseg", "probseg")]),
+            (ext_csf, kk, [("probseg", "probseg")]),
             (kk, regional, [("thickness", "thickness")]),
             (atlas_native, regional, [(("out_files", first), "atlas")]),
             (kk, outputnode, [("thickness", "thickness")]),

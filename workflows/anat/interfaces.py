@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -27,6 +28,22 @@ def _deterministic(seed: int | None, single_threaded: bool) -> None:
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
     if seed is not None:
         os.environ["ANTS_RANDOM_SEED"] = str(seed)
+
+
+@contextmanager
+def _quiet_stdout():
+    """Silence what compiled code writes to the process's stdout (file descriptor 1)."""
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class InvalidT1wError(ValueError):
@@ -96,6 +113,11 @@ class _RegInputSpec(BaseInterfaceInputSpec):
     moving = File(exists=True, mandatory=True)
     fixed = File(exists=True, mandatory=True)
     fixed_mask = File(exists=True, desc="restrict the metric to the template brain")
+    moving_mask = File(exists=True, desc="restrict the metric to the subject's brain")
+    initialize = traits.Bool(
+        True, usedefault=True,
+        desc="multi-start search of the initial rotation (antsAffineInitializer), for heads "
+             "that lie anywhere in the field of view")
     transform = traits.Enum("SyN", "Affine", "Rigid", "antsRegistrationSyNQuick[s]",
                             usedefault=True)
     syn_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True,
@@ -132,6 +154,18 @@ class RegisterToTemplate(SimpleInterface):
         kwargs = {}
         if self.inputs.fixed_mask:
             kwargs["mask"] = ants.image_read(self.inputs.fixed_mask)
+        if self.inputs.moving_mask:
+            kwargs["moving_mask"] = ants.image_read(self.inputs.moving_mask)
+        if self.inputs.initialize:
+            # Rotations within +-36 degrees in steps of 12 (about the axes through the
+            # centres of mass), each refined by a short local search: the best one starts
+            # the rigid stage. Scanner poses are a few degrees to about 15 from the template.
+            init = os.path.join(runtime.cwd, "init.mat")
+            with _quiet_stdout():  # antsAffineInitializer prints its rejected starts
+                ants.affine_initializer(fixed, moving, search_factor=12, radian_fraction=0.2,
+                                        use_principal_axis=False, local_search_iterations=10,
+                                        mask=kwargs.get("mask"), txfn=init)
+            kwargs["initial_transform"] = [init]
         reg = ants.registration(fixed, moving, type_of_transform=self.inputs.transform,
                                 reg_iterations=tuple(self.inputs.syn_iterations),
                                 random_seed=self.inputs.seed,
@@ -149,6 +183,44 @@ class RegisterToTemplate(SimpleInterface):
             raise RegistrationError(
                 f"registration to {self.inputs.template_name} failed: correlation with the "
                 f"template {corr:.2f} < {self.inputs.min_correlation}")
+        return runtime
+
+
+class _FitInputSpec(BaseInterfaceInputSpec):
+    template_mask = File(exists=True, mandatory=True,
+                         desc="the template's brain mask brought to the subject")
+    brain_mask = File(exists=True, mandatory=True, desc="the extracted brain mask")
+    min_dice = traits.Float(0.85, usedefault=True)
+    template_name = traits.Str("template", usedefault=True)
+
+
+class _FitOutputSpec(TraitedSpec):
+    brain_mask = File(exists=True, desc="the extracted brain mask (checked)")
+    dice = traits.Float(desc="Dice of the template's brain and the extracted brain")
+
+
+class CheckTemplateFit(SimpleInterface):
+    """The template's brain, brought to the subject, must cover the extracted brain: a
+    registration that matched the template to the scalp or the neck does not (Dice below
+    ``min_dice``) and stops the session with the reason."""
+
+    input_spec = _FitInputSpec
+    output_spec = _FitOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+        import numpy as np
+
+        tpl = np.asarray(nib.load(self.inputs.template_mask).dataobj) >= 0.5
+        brain = np.asarray(nib.load(self.inputs.brain_mask).dataobj) > 0
+        total = tpl.sum() + brain.sum()
+        dice = float(2 * (tpl & brain).sum() / total) if total else 0.0
+        self._results["dice"] = dice
+        self._results["brain_mask"] = self.inputs.brain_mask
+        if dice < self.inputs.min_dice:
+            raise RegistrationError(
+                f"registration to {self.inputs.template_name} failed: the template's brain "
+                f"covers the extracted brain with Dice {dice:.2f} < {self.inputs.min_dice}")
         return runtime
 
 

@@ -74,6 +74,18 @@ def plot_segmentation(t1w: str, brain_mask: str, dseg: str, out: Path) -> Path:
                    "brain mask (red), GM (green) and WM (blue) boundaries", out)
 
 
+def plot_brain_mask(t1w: str, brain_mask: str, template_mask: str, out: Path) -> Path:
+    """The extracted brain (red) and the template's brain brought to the subject (yellow) on
+    the whole head: the two must agree, and neither may follow the scalp or the neck."""
+    bg = _canonical(t1w)
+    mask, tpl = _canonical(brain_mask) > 0, _canonical(template_mask) >= 0.5
+    head = bg > np.percentile(bg, 60)
+    box = _bounding_box(head | mask, margin=2)
+    return _mosaic(bg, [(mask.astype(np.float32), "#ff3b3b"),
+                        (tpl.astype(np.float32), "#ffd400")], box,
+                   "brain mask (red) and the template's brain (yellow) on the whole head", out)
+
+
 def template_edges(template: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Edges of the template: a high-gradient band, as a binary map."""
     from scipy import ndimage

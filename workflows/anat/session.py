@@ -84,7 +84,7 @@ def write_dataset_description(root: Path) -> None:
     container = env["container"]
     generated = {"Name": "trialprep", "Version": __version__,
                  "Description": "anatomical preprocessing: N4, template brain extraction, "
-                                "MNI152 registration, Atropos, DiReCT thickness, IQMs",
+                                "MNI152 registration, Atropos, cortical thickness, IQMs",
                  "CodeURL": "https://github.com/trialprep/trialprep"}
     if container != "native":
         generated["Container"] = {"Type": "oci", "Tag": container}
@@ -130,10 +130,12 @@ def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dic
         single_threaded=a["single_threaded"],
         prior_weight=a["prior_weight"], mrf_weight=a["mrf_weight"],
         external_csf_mm=a["external_csf_mm"],
-        thickness=a["thickness"]["enabled"],
+        thickness=a["thickness"]["enabled"], thickness_method=a["thickness"]["method"],
         thickness_iterations=a["thickness"]["iterations"],
         thickness_processes=a["thickness"]["processes"],
-        min_correlation=a["registration_min_correlation"])
+        min_correlation=a["registration_min_correlation"],
+        brain_extraction=a["brain_extraction"], min_template_dice=a["min_template_dice"],
+        use_gpu=a["gpu"])
     wf.base_dir = str(work)
     wf.inputs.inputnode.t1w = str(t1w)
     graph = wf.run(plugin="Linear")
@@ -148,12 +150,15 @@ def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dic
 
 def _failure_reason(exc: BaseException) -> str:
     """A one-line reason from an exception (Nipype wraps node errors in tracebacks)."""
+    from trialprep.workflows.anat.brain_extraction import BrainExtractionError
     from trialprep.workflows.anat.interfaces import InvalidT1wError, RegistrationError
 
-    if isinstance(exc, InvalidT1wError | RegistrationError | SessionError):
+    if isinstance(exc, InvalidT1wError | RegistrationError | SessionError |
+                  BrainExtractionError):
         return str(exc)
     text = str(exc)
-    for marker in ("InvalidT1wError: ", "RegistrationError: ", "SessionError: "):
+    for marker in ("InvalidT1wError: ", "RegistrationError: ", "SessionError: ",
+                   "BrainExtractionError: "):
         if marker in text:
             return text.split(marker)[-1].strip().splitlines()[0]
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -196,8 +201,30 @@ class SessionWriter:
         return out
 
 
+#: Physiological ranges of an adult head: TIV (L) and tissue fractions of it. A session
+#: outside them has failed somewhere (a brain mask that took the scalp, a registration that
+#: matched the neck) and gets no numbers.
+PHYSIOLOGICAL = {"TIV_L": (0.9, 2.4), "GM_fraction": (0.25, 0.65),
+                 "WM_fraction": (0.2, 0.6), "CSF_fraction": (0.03, 0.45)}
+
+
+def check_physiology(vols: dict) -> dict[str, float]:
+    """TIV (L) and tissue fractions; SessionError naming the first out of range."""
+    tiv = float(vols["TIV"])
+    values = {"TIV_L": tiv / 1e6}
+    for tissue in ("GM", "WM", "CSF"):
+        values[f"{tissue}_fraction"] = float(vols[tissue]) / tiv if tiv > 0 else float("nan")
+    for name, (lo, hi) in PHYSIOLOGICAL.items():
+        v = values[name]
+        if not lo <= v <= hi:
+            raise SessionError(f"{name.replace('_', ' ')} {v:.3f} outside the physiological "
+                               f"range {lo}-{hi}: the brain mask or segmentation failed")
+    return values
+
+
 def _biomarkers(outputs: dict, thickness_on: bool) -> dict:
     vols = read_table(outputs["volumes"]).iloc[0].to_dict()
+    check_physiology(vols)
     row = {f"{k}_mm3": float(v) for k, v in vols.items()}
     if thickness_on:
         for region, value in outputs["regional_thickness"].items():
@@ -206,7 +233,13 @@ def _biomarkers(outputs: dict, thickness_on: bool) -> dict:
     return row
 
 
-def column_dictionary(row: dict) -> dict:
+#: How each thickness method is named in descriptions (and its derivative's desc entity).
+THICKNESS_METHODS = {"laplacian": "Laplacian, Yezzi-Prince path lengths on partial volumes",
+                     "direct": "DiReCT"}
+THICKNESS_DESC = {"laplacian": "laplacian", "direct": "DiReCT"}
+
+
+def column_dictionary(row: dict, thickness_method: str = "laplacian") -> dict:
     """JSON sidecar of the biomarker row: every column's description and unit."""
     fixed = {
         "participant_id": {"Description": "keyed pseudonym of the participant"},
@@ -236,9 +269,10 @@ def column_dictionary(row: dict) -> dict:
             out[col] = {"Description": what, "Units": "mm^3"}
         elif col.endswith("_thickness_mm"):
             name = col[: -len("_thickness_mm")]
-            what = ("mean DiReCT cortical thickness over the whole cortex"
+            how = THICKNESS_METHODS[thickness_method]
+            what = (f"mean cortical thickness ({how}) over the whole cortex"
                     if name == "mean_cortical"
-                    else f"mean DiReCT cortical thickness in the Harvard-Oxford region {name}")
+                    else f"mean cortical thickness ({how}) in the Harvard-Oxford region {name}")
             out[col] = {"Description": what, "Units": "mm"}
     return out
 
@@ -278,13 +312,14 @@ def run_anat_session(bids: Path, subject: str, session: str, config: StudyConfig
         provenance["WallTimeSeconds"] = round(time.perf_counter() - t0, 1)
         provenance["NodeWallTimeSeconds"] = timings
         provenance["Started"], provenance["Finished"] = started, utc_now()
+        biomarkers = _biomarkers(outputs, a["thickness"]["enabled"])  # checked first
         _write_outputs(writer, outputs, a, corr)
-        row.update(_biomarkers(outputs, a["thickness"]["enabled"]))
+        row.update(biomarkers)
     except Exception as exc:  # reported in the session's outputs, never fatal to the study
         row["status"], row["reason"] = "failed", _failure_reason(exc)
         log.debug("session sub-%s ses-%s failed:\n%s", sub, ses, traceback.format_exc())
     out = biomarker_row_path(bids, sub, ses)
-    write_json({**column_dictionary(row), "_provenance": {
+    write_json({**column_dictionary(row, a["thickness"]["method"]), "_provenance": {
         k: v for k, v in provenance.items() if k != "Environment"}},
         out.with_suffix("").with_suffix(".json"))
     write_table(pd.DataFrame([row]), out)  # last: its presence means the session is done
@@ -298,8 +333,10 @@ def _write_outputs(w: SessionWriter, o: dict, a: dict, corr: float) -> None:
     w.copy("preproc", o["t1w_preproc"], "T1w", desc="preproc",
            description="N4 bias-corrected T1w")
     w.copy("bias", o["bias_field"], "T1w", desc="biasfield", description="N4 bias field")
+    how = ("deepbet's brain extraction" if a["brain_extraction"] == "deepbet"
+           else "the template's brain mask brought to native space")
     w.copy("mask", o["brain_mask"], "mask", desc="brain",
-           description="brain mask: the template mask brought to native space")
+           description=f"intracranial mask: {how} and the CSF around the brain")
     w.copy("dseg", o["dseg"], "dseg", description="Atropos tissue labels: 1 CSF, 2 GM, 3 WM")
     for label, path in zip(TISSUE_LABELS, o["probseg"], strict=True):
         w.copy(f"probseg_{label}", path, "probseg", label=label,
@@ -320,14 +357,25 @@ def _write_outputs(w: SessionWriter, o: dict, a: dict, corr: float) -> None:
                                                            "mode": "image"},
                desc="warp", description=f"{space} -> T1w warp (after the inverse affine)")
     if o.get("thickness"):
-        w.copy("thickness", o["thickness"], "thickness", desc="DiReCT",
-               description="DiReCT cortical thickness (mm), 0 outside the cortex")
-    iqms = dict(o["iqms"], reg_correlation=corr)
+        method = a["thickness"]["method"]
+        w.copy("thickness", o["thickness"], "thickness", desc=THICKNESS_DESC[method],
+               description=f"cortical thickness ({THICKNESS_METHODS[method]}, mm), 0 outside "
+                           "the cortex")
+    vols = read_table(o["volumes"]).iloc[0].to_dict()
+    iqms = dict(o["iqms"], reg_correlation=corr, **check_physiology(vols))
+    if o.get("template_dice") is not None:
+        iqms["template_dice"] = float(o["template_dice"])
     iqm_path = w.path("T1w", ".json", desc="iqms")
     write_json({**iqms, "_provenance": w.provenance}, iqm_path)
     w.written["iqms"] = iqm_path
-    from trialprep.workflows.anat.reportlets import plot_registration, plot_segmentation
+    from trialprep.workflows.anat.reportlets import (
+        plot_brain_mask,
+        plot_registration,
+        plot_segmentation,
+    )
 
+    plot_brain_mask(o["t1w_preproc"], o["extracted_mask"], o["template_mask_native"],
+                    w.figure("fig_mask", "brainmask"))
     plot_segmentation(o["t1w_preproc"], o["brain_mask"], o["dseg"], w.figure("fig_seg", "seg"))
     plot_registration(o["std_warped"], o["template"], o["template_mask"],
                       w.figure("fig_reg", "registration"))
