@@ -17,10 +17,11 @@ import pandas as pd
 from trialprep import __version__
 from trialprep.harmonization import diagnostics
 from trialprep.harmonization.design import HarmonizationError, _natural_key
+from trialprep.harmonization.dictionary import data_dictionary
 from trialprep.harmonization.table_model import harmonize_table
 from trialprep.provenance import environment_record, sha256_file
 from trialprep.tables import read_table, write_json, write_table
-from trialprep.workflows.anat.session import ID_COLUMNS, biomarker_row_paths
+from trialprep.workflows.anat.session import biomarker_row_paths
 from trialprep.workflows.qc.gates import image_key, qc_dir
 
 META_COLUMNS = ("participant_id", "session_id", "site", "epoch", "qc_verdict", "age", "sex",
@@ -111,6 +112,9 @@ def build_table(bids: Path, config, out_dir: Path) -> dict:
         r if st != "ok" else (f"QC gate {v}: {rf}" if isinstance(v, str) else "no QC verdict")
         for r, st, v, rf in zip(excluded["reason"], excluded["status"], excluded["verdict"],
                                 excluded["rules_fired"], strict=True)]
+    if not kept.any():
+        raise HarmonizationError("no session passed the QC gates: nothing to harmonize")
+    passed = rows[kept].reset_index(drop=True)
     alone = kept & (rows["epoch"].map(rows[kept].groupby("epoch").size()).fillna(0) < 2)
     kept &= ~alone
     excluded = pd.concat([excluded, rows.loc[alone, excluded.columns[:-1]].assign(
@@ -118,7 +122,7 @@ def build_table(bids: Path, config, out_dir: Path) -> dict:
             "batch")], ignore_index=True)
     table = rows[kept].reset_index(drop=True)
     if table.empty:
-        raise HarmonizationError("no session passed the QC gates: nothing to harmonize")
+        return _unharmonized_only(bids, passed, excluded, config, out_dir)
     check_version_lock(table)
     features = biomarker_features(table)
     values = table[features].apply(pd.to_numeric, errors="coerce")
@@ -212,53 +216,40 @@ def _diagnostics(raw: pd.DataFrame, harm: pd.DataFrame, features: list[str], h: 
     return diag
 
 
-def data_dictionary(df: pd.DataFrame, features: list[str], kind: str, config,
-                    skipped: list[str], record: dict | None = None) -> dict:
-    """The table's JSON dictionary: every column's description, unit and type; categorical
-    columns with their levels (in the order of the column's categories)."""
-    fixed = {
-        "participant_id": "keyed pseudonym of the participant",
-        "session_id": "visit (BIDS session)", "site": "acquisition site",
-        "epoch": "harmonization batch: site x manufacturer x model x software version",
-        "qc_verdict": "QC gate verdict (after any human decision)",
-        "time": "years since the participant's first session in the table's data",
-        "age": "age at the session (years)", "sex": "sex", "dx": "diagnosis",
-        "pipeline_version": "trialprep version that produced the biomarkers",
-        "config_sha256": "SHA-256 of the study configuration used to build the table",
-        "anat_config_sha256": "SHA-256 of the anatomical settings that produced the row",
-        "source": "source T1w (BIDS URI)", "source_sha256": "SHA-256 of the source T1w",
-    }
-    out = {}
-    for c in df.columns:
-        if c in features:
-            continue
-        entry = {"Description": fixed.get(c, f"covariate {c} (participants.tsv)")}
-        if isinstance(df[c].dtype, pd.CategoricalDtype):
-            entry["Levels"] = {str(v): str(v) for v in df[c].cat.categories}
-            entry["DataType"] = "categorical"
-        elif pd.api.types.is_float_dtype(df[c].dtype):
-            entry["DataType"] = "float64"
-        else:
-            entry["DataType"] = "string"
-        out[c] = entry
-    for c in ("age", "time"):
-        if c in out:
-            out[c]["Units"] = "years"
-    how = (record or {}).get("method", "ComBat")
-    protected = ", ".join((record or {}).get("covariates", config["harmonization"]["covariates"]))
-    for f in features:
-        unit = "mm^3" if f.endswith("_mm3") else "mm"
-        what = "volume" if unit == "mm^3" else "mean cortical thickness"
-        region = f.removesuffix("_mm3").removesuffix("_thickness_mm")
-        note = (f"harmonized across scanner epochs by {how}, protected covariates {protected}"
-                if kind == "harmonized" else "as measured (not harmonized)")
-        out[f] = {"Description": f"{what} of {region}; {note}", "Units": unit,
-                  "DataType": "float64"}
-    out["_table"] = {"kind": kind, "rows": len(df), "trialprep": __version__,
-                     "config_sha256": config.hash,
-                     "features_not_harmonized": {f: "missing or constant in some session"
-                                                 for f in skipped},
-                     "id_columns_of_session_rows": list(ID_COLUMNS)}
-    if record is not None and kind == "harmonized":
-        out["_table"]["harmonization"] = {k: v for k, v in record.items() if k != "in_folds"}
-    return out
+#: What build_table writes when harmonizing (removed when it cannot harmonize).
+HARMONIZED_FILES = ("biomarkers_harmonized.parquet", "biomarkers_harmonized.tsv",
+                    "biomarkers_harmonized.json", "biomarkers_harmonized.combat.npz")
+
+
+def _unharmonized_only(bids: Path, passed: pd.DataFrame, excluded: pd.DataFrame, config,
+                       out_dir: Path) -> dict:
+    """Sessions passed the gates but no scanner epoch has two of them (a pilot, one site's
+    first session): the unharmonized table alone, and the reason there is no harmonized one
+    (in the diagnostics, the dictionary and on the terminal)."""
+    check_version_lock(passed)
+    h = config["harmonization"]
+    features = biomarker_features(passed)
+    values = passed[features].apply(pd.to_numeric, errors="coerce")
+    finite = [f for f in features if np.isfinite(values[f]).all()]
+    skipped = sorted(set(features) - set(finite))
+    cov = _covariates(bids, passed, h["covariates"], h["categorical"])
+    raw = pd.concat([_meta(passed, cov, h, config.hash), values[finite]], axis=1)
+    reason = (f"no scanner epoch has two gate-passed sessions ({len(passed)} passed, each "
+              "alone in its epoch): ComBat cannot estimate a batch from one session")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in HARMONIZED_FILES:  # never leave an earlier run's harmonized table beside it
+        (out_dir / name).unlink(missing_ok=True)
+    written = {}
+    for ext in (".parquet", ".tsv"):
+        written[f"unharmonized{ext}"] = write_table(raw, out_dir / f"biomarkers_unharmonized"
+                                                              f"{ext}")
+    dictionary = data_dictionary(raw, finite, "unharmonized", config, skipped)
+    dictionary["_table"]["not_harmonized"] = reason
+    write_json(dictionary, out_dir / "biomarkers_unharmonized.json")
+    written["excluded"] = write_table(excluded.drop(columns=["reason", "rules_fired"]),
+                                      out_dir / "excluded_sessions.tsv")
+    diag = {"harmonized": False, "reason": reason, "features": finite,
+            "site_auc_before": None, "site_auc_after": None, "site_auc_note": reason}
+    written["diagnostics"] = write_json(diag, out_dir / "harmonization_diagnostics.json")
+    return {"written": written, "table": raw.iloc[0:0], "raw": raw, "excluded": excluded,
+            "features": finite, "skipped": skipped, "diagnostics": diag, "harmonized": False}

@@ -26,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
         "rows": len(res["table"]), "excluded": len(res["excluded"]),
         "features": len(res["features"]), "config_sha256": config.hash,
         "site_auc_before": d["site_auc_before"], "site_auc_after": d["site_auc_after"]})
+    if not res.get("harmonized", True):
+        print(f"not harmonized: {d['reason']}; {len(res['raw'])} session(s) in the "
+              f"unharmonized table, {len(res['excluded'])} excluded")
+        print(f"tables: {args.out}")
+        return 0
     if d["site_auc_after"] is not None:
         auc = (f"site-prediction AUC {d['site_auc_before']:.2f} -> {d['site_auc_after']:.2f} "
                "(ComBat fitted within the folds)")

@@ -198,9 +198,14 @@ def _distribution_figure(raw: pd.DataFrame, harm: pd.DataFrame, feature: str) ->
 
 
 def render_harmonization(env, tables: Path, config, out: Path) -> Path:
+    diag = json.loads((tables / "harmonization_diagnostics.json").read_text())
+    if diag.get("harmonized") is False:
+        ctx = _common("Harmonization", "not harmonized", config.hash, 0)
+        ctx.update(not_harmonized=diag["reason"])
+        return _write(out / "harmonization.html",
+                      env.get_template("harmonization.html").render(**ctx))
     raw = read_table(tables / "biomarkers_unharmonized.parquet")
     harm = read_table(tables / "biomarkers_harmonized.parquet")
-    diag = json.loads((tables / "harmonization_diagnostics.json").read_text())
     feats = diag["features"]
     shown = [f for f in KEY_BIOMARKERS if f in feats]
     effects = []
@@ -248,7 +253,8 @@ def render_reports(bids: Path, tables: Path, config, out: Path) -> dict[str, lis
     completeness = read_table(bids / "derivatives" / "intake" / "completeness.tsv",
                               as_text=True)
     excluded = read_table(tables / "excluded_sessions.tsv", as_text=True)
-    n_table = len(read_table(tables / "biomarkers_harmonized.parquet"))
+    harmonized = tables / "biomarkers_harmonized.parquet"
+    n_table = len(read_table(harmonized)) if harmonized.exists() else 0
     written = {"sessions": [], "sites": []}
     for _, row in images.iterrows():
         written["sessions"].append(render_session(env, row, images, bids, out, config.hash))

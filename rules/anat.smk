@@ -40,6 +40,9 @@ rule anat_session:
     resources:
         mem_mb=ANAT["resources"]["mem_mb"],
         runtime=ANAT["resources"]["runtime"],
+        # deepbet's U-Net on a GPU when the study asks for one (anat.gpu); the CPU is the
+        # default and gives the same mask
+        gpu=1 if ANAT["gpu"] else 0,
     shell:
         "trialprep anat {BIDS:q} --participant-label {wildcards.sub} "
         "--session-label {wildcards.ses} --config {STUDY_FILE:q} --threads {threads} "

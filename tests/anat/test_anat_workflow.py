@@ -188,6 +188,36 @@ def test_another_noise_realization_gives_the_same_thickness(session, tmp_path):
     assert b == pytest.approx(a, rel=0.02)
 
 
+def test_another_pose_gives_the_same_volumes(session, tmp_path):
+    """The same virtual head placed anew in the scanner (another rotation, shift and field
+    of view, so another voxel grid): TIV and GM within 3 %, hippocampi within 5 % (issue 16)."""
+    generate_trial(tmp_path / "trial", "tiny", seed=5, workers=2, pose_seed=1)
+    key = StudyKey((tmp_path / "trial" / "secrets" / "study.key").read_text().strip().encode())
+    run_intake(tmp_path / "trial" / "drops" / "boston", "boston", tmp_path / "bids",
+               load_config(session["config"]), key)
+    finish(run_anat(tmp_path / "bids", session["sub"], "01", session["config"],
+                    tmp_path / "work"))
+    truth = pd.read_csv(tmp_path / "trial" / "truth" / "sessions.tsv", sep="\t",
+                        dtype={"visit": str})
+    moved = truth[(truth["site"] == "boston") & (truth["visit"] == "01")].iloc[0]
+    rotation = [np.array(r.split(), float) for r in (session["truth_row"]["pose_rotation_deg"],
+                                                      moved["pose_rotation_deg"])]
+    shift = [np.array(r.split(), float) for r in (session["truth_row"]["pose_translation_mm"],
+                                                   moved["pose_translation_mm"])]
+    # the two poses differ by several degrees and millimetres (else the test tests nothing)
+    assert np.abs(rotation[0] - rotation[1]).max() >= 4
+    assert np.linalg.norm(shift[0] - shift[1]) >= 10
+    assert moved["tiv_mm3"] == pytest.approx(session["truth_row"]["tiv_mm3"], rel=0.01)
+    first = pd.read_csv(biomarker_row_path(session["bids"], session["sub"], "01"),
+                        sep="\t").iloc[0]
+    again = pd.read_csv(biomarker_row_path(tmp_path / "bids", session["sub"], "01"),
+                        sep="\t").iloc[0]
+    assert again["status"] == "ok"
+    for col, rel in (("TIV_mm3", 0.03), ("GM_mm3", 0.03), ("Left_Hippocampus_mm3", 0.05),
+                     ("Right_Hippocampus_mm3", 0.05)):
+        assert again[col] == pytest.approx(first[col], rel=rel), col
+
+
 def _bad_bids(root: Path, data: np.ndarray) -> Path:
     anat = root / "sub-bad" / "ses-01" / "anat"
     anat.mkdir(parents=True)

@@ -112,3 +112,17 @@ def test_iqms_refuse_a_field_of_view_without_air():
     img, dseg, _ = phantom(10.0)
     with pytest.raises(ValueError, match="no air"):
         iqms.compute_iqms(img, dseg, np.ones(img.shape, bool), dseg > 0)
+
+
+def test_tissue_metrics_are_taken_on_the_inu_corrected_image():
+    """MRIQC's StructuralQC: a bias field is not noise. A strong ramp (0.6 .. 1.4) lowers
+    the WM SNR of the raw image; divided by the N4 field it is the unbiased one again."""
+    img, dseg, head = phantom(10.0)
+    ramp = np.broadcast_to(np.linspace(0.6, 1.4, img.shape[0])[:, None, None], img.shape)
+    clean = iqms.compute_iqms(img, dseg, head, dseg > 0)
+    raw = iqms.compute_iqms(img * ramp, dseg, head, dseg > 0)
+    corrected = iqms.compute_iqms(img * ramp, dseg, head, dseg > 0, bias=ramp)
+    assert raw["snr_wm"] < 0.8 * clean["snr_wm"]
+    assert corrected["snr_wm"] == pytest.approx(clean["snr_wm"], rel=0.02)
+    assert corrected["cjv"] == pytest.approx(clean["cjv"], rel=0.02)
+    assert corrected["inu_range"] > 0.3  # the field itself is still reported

@@ -32,7 +32,10 @@ def sessions(n_per_site=12, seed=0):
                 "cnr": rng.normal(3, 0.1), "cjv": rng.normal(0.4, 0.02),
                 "efc": rng.normal(0.5, 0.01), "fber": rng.normal(100, 5),
                 "wm2max": rng.normal(0.85, 0.01), "inu_range": rng.normal(0.1, 0.01),
-                "reg_correlation": rng.normal(0.93, 0.005)})
+                "reg_correlation": rng.normal(0.93, 0.005),
+                "TIV_L": rng.normal(1.5, 0.1), "GM_fraction": rng.normal(0.45, 0.02),
+                "WM_fraction": rng.normal(0.36, 0.02), "CSF_fraction": rng.normal(0.19, 0.02),
+                "template_dice": rng.normal(0.95, 0.005)})
     return pd.DataFrame(rows)
 
 
@@ -51,6 +54,26 @@ def test_absolute_thresholds_fire_with_their_reason(rules):
     assert "WM SNR too low: snr_wm 2 < 4" in out.loc[0, "rules_fired"]
     assert out.loc[1, "verdict_auto"] == "warn"
     assert "inu_range 0.9 > 0.6" in out.loc[1, "rules_fired"]
+
+
+def test_physiologically_implausible_anatomy_fails(rules):
+    """A brain mask that took the scalp: TIV 2.9 L, hippocampi and GM inflated (issue 16)."""
+    df = sessions()
+    df.loc[0, ["TIV_L", "GM_fraction"]] = [2.9, 0.45]
+    df.loc[1, ["TIV_L", "GM_fraction", "WM_fraction"]] = [1.5, 0.68, 0.2]
+    df.loc[2, "CSF_fraction"] = 0.01
+    df.loc[3, "template_dice"] = 0.86
+    no_z = rules.copy() | {"image": {**rules["image"], "robust_z": {
+        **rules["image"]["robust_z"], "scopes": []}}}
+    out = gates.evaluate_images(df, no_z)
+    assert out.loc[0, "verdict_auto"] == "fail"
+    assert "TIV outside the adult range: TIV_L 2.9 > 2.2" in out.loc[0, "rules_fired"]
+    assert out.loc[1, "verdict_auto"] == "fail"
+    assert "GM_fraction 0.68 > 0.6" in out.loc[1, "rules_fired"]
+    assert "WM_fraction 0.2 < 0.22" in out.loc[1, "rules_fired"]
+    assert out.loc[2, "verdict_auto"] == "fail" and "CSF_fraction" in out.loc[2, "rules_fired"]
+    assert out.loc[3, "verdict_auto"] == "warn" and "template_dice" in out.loc[3, "rules_fired"]
+    assert (out.loc[4:, "verdict_auto"] == "pass").all()
 
 
 def test_robust_z_outlier_against_its_site(rules):

@@ -265,13 +265,16 @@ def random_subject(rng: np.random.Generator, hippo_factor: tuple, ventricle_fact
     shape = (11, 13, 11)
     warp = ndimage.gaussian_filter(rng.normal(0, 1, (3, *shape)), sigma=(0, 1, 1, 1))
     warp *= warp_amplitude / max(warp.std(), 1e-9)
+    rotation_deg, translation_mm = random_pose(rng)
     return SubjectAnatomy(
-        # where the head lies in the scanner: up to about 12 degrees and 25 mm (each visit
-        # adds a few degrees and millimetres of its own)
-        rotation_deg=np.clip(rng.normal(0, 6, 3), -12, 12),
-        translation_mm=np.clip(rng.normal(0, 12, 3), -25, 25),
-        head_scale=head_scale, warp=warp, warp_origin=origin, warp_spacing=spacing,
+        rotation_deg=rotation_deg, translation_mm=translation_mm, head_scale=head_scale, warp=warp, warp_origin=origin, warp_spacing=spacing,
         hippo_factor=hippo_factor, ventricle_factor=ventricle_factor)
+
+
+def random_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Where a head lies in the scanner: rotation (degrees) and shift (mm) about the template
+    origin, up to about 12 degrees and 25 mm (each visit adds a few of its own)."""
+    return np.clip(rng.normal(0, 6, 3), -12, 12), np.clip(rng.normal(0, 12, 3), -25, 25)
 
 
 def sample_maps(points_template: np.ndarray, template: Template,

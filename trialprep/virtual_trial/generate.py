@@ -82,10 +82,11 @@ def _sites(rng: np.random.Generator) -> list[Site]:
 
 
 def generate_trial(out: Path, size: str = "small", seed: int = 0,
-                   workers: int = 2, noise_seed: int = 0) -> dict:
+                   workers: int = 2, noise_seed: int = 0, pose_seed: int | None = None) -> dict:
     """Write the trial under ``out``: drops/, clinical/, truth/, secrets/, study.yaml.
     ``noise_seed`` draws another realization of the scanners' noise for the same trial (the
-    same people, anatomy, poses and scanners)."""
+    same people, anatomy, poses and scanners); ``pose_seed`` places every head anew in the
+    scanner (another position, rotation and field of view for the same anatomy)."""
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r} (choose from {sorted(SIZES)})")
     cfg = SIZES[size]
@@ -144,6 +145,7 @@ def generate_trial(out: Path, size: str = "small", seed: int = 0,
     anatomy.load_template(cfg.template_resolution)  # warm the cache before forking
     for job in jobs:
         job["noise_seed"] = noise_seed
+        job["pose_seed"] = pose_seed
     args = [(job, sites, cfg, out, i) for i, job in enumerate(jobs)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -261,13 +263,17 @@ def _session(arg) -> dict:
     anat = anatomy.random_subject(
         subj_rng, hippo_factor=(hf * lr, hf / lr),
         ventricle_factor=1 + 0.02 * (job["age"] - 55), head_scale=job["head_scale"])
-    anat.rotation_deg = anat.rotation_deg + np.clip(rng.normal(0, 2, 3), -3, 3)  # this visit
-    anat.translation_mm = anat.translation_mm + np.clip(rng.normal(0, 3, 3), -5, 5)
+    pose_rng = rng
+    if job.get("pose_seed") is not None:  # the same head, placed anew in the scanner
+        pose_rng = np.random.default_rng([job["pose_seed"], job["seed"], 0x706F7365])
+        anat.rotation_deg, anat.translation_mm = anatomy.random_pose(pose_rng)
+    anat.rotation_deg = anat.rotation_deg + np.clip(pose_rng.normal(0, 2, 3), -3, 3)  # visit
+    anat.translation_mm = anat.translation_mm + np.clip(pose_rng.normal(0, 3, 3), -5, 5)
     factors = thickness_factors(job["age"], job["dx"])
     template = anatomy.thin_cortex(anatomy.load_template(cfg.template_resolution), factors)
     thickness = job.get("slice_thickness", cfg.voxel_mm)
     voxel = (cfg.voxel_mm, cfg.voxel_mm, thickness)
-    centre = anat.from_template(np.asarray([FOV_CENTRE_MM])) + rng.normal(0, 4, 3)
+    centre = anat.from_template(np.asarray([FOV_CENTRE_MM])) + pose_rng.normal(0, 4, 3)
     grid = make_grid(site.vendor.orientation, site.vendor.fov_mm, voxel,
                      centre_ras=tuple(centre.ravel()))
     points = grid.points_ras()
@@ -315,6 +321,9 @@ def _session(arg) -> dict:
         "csf_mm3": round(float(csf.sum()) * vox_ml, 1),
         "tiv_mm3": round(float(tissue.sum()) * vox_ml, 1),
         "off_protocol": bool("slice_thickness" in job),
+        # where the head lay: rotation about x, y, z (degrees) and shift (mm, RAS)
+        "pose_rotation_deg": " ".join(f"{v:.2f}" for v in anat.rotation_deg),
+        "pose_translation_mm": " ".join(f"{v:.2f}" for v in anat.translation_mm),
         "labels": f"truth/labels/{stem}_dseg.nii.gz",
         "thickness_factor": round(float(factors[1]), 5),  # every region's age factor
         "thickness_factor_dx_regions": round(float(factors.min()), 5),

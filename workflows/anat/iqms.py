@@ -1,9 +1,11 @@
 """Image-quality metrics of a T1w, following MRIQC's definitions (Esteban et al. 2017,
 PLoS ONE 12(9):e0184661; https://mriqc.readthedocs.io/en/latest/iqms/t1w.html).
 
-Tissue statistics are taken, as in MRIQC's ``summary_stats``, over voxels whose posterior
-exceeds 0.85 (here: the hard label) after one binary erosion; the air mask is everything
-outside the dilated head mask.
+As in MRIQC's ``StructuralQC``, every metric but the bias field's is computed on the
+INU-corrected image (the raw T1w divided by the N4 field: a bias field would otherwise
+count as noise), tissue statistics over voxels whose label is the tissue, eroded once when
+voxels are finer than 1.9 mm; tissue means are medians, and the CJV's spreads are MADs.
+The air mask is everything outside the dilated head mask.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from scipy import ndimage
 
 #: Every metric written per image, with its direction (for QC gates and reports).
 IQM_DESCRIPTIONS = {
-    "snr_csf": "SNR in CSF: mean / (sd * sqrt(n / (n - 1))); higher is better",
+    "snr_csf": "SNR in CSF: median / (sd * sqrt(n / (n - 1))); higher is better",
     "snr_gm": "SNR in GM; higher is better",
     "snr_wm": "SNR in WM; higher is better",
     "snr_total": "mean of the three tissue SNRs; higher is better",
-    "snrd_wm": "Dietrich SNR in WM: mean / (sigma_air * sqrt(2 / (4 - pi))); higher is better",
+    "snrd_wm": "Dietrich SNR in WM: median / (sigma_air * sqrt(2 / (4 - pi))); higher is "
+               "better",
     "cnr": "contrast-to-noise ratio |mu_WM - mu_GM| / sqrt(s_air^2 + s_GM^2 + s_WM^2); higher "
            "is better",
-    "cjv": "coefficient of joint variation (s_WM + s_GM) / |mu_WM - mu_GM|; lower is better",
+    "cjv": "coefficient of joint variation (MAD_WM + MAD_GM) / |mu_WM - mu_GM|; lower is "
+           "better",
     "efc": "entropy focus criterion, 0 (all energy in one voxel) .. 1 (uniform); lower is "
            "better",
     "fber": "foreground-background energy ratio median|F|^2 / median|B|^2; higher is better",
@@ -130,7 +134,9 @@ def inu_stats(bias: np.ndarray, brain_mask: np.ndarray) -> dict[str, float]:
     return {"inu_range": float(p95 - p5), "inu_med": float(np.median(v))}
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
+def _erode(mask: np.ndarray, erode: bool = True) -> np.ndarray:
+    if not erode:
+        return mask
     struct = ndimage.generate_binary_structure(3, 2)
     eroded = ndimage.binary_erosion(mask, structure=struct)
     return eroded if eroded.sum() >= 10 else mask
@@ -144,25 +150,31 @@ def air_mask(head_mask: np.ndarray, margin: int = 3) -> np.ndarray:
 
 def compute_iqms(t1w: np.ndarray, dseg: np.ndarray, head_mask: np.ndarray,
                  brain_mask: np.ndarray, bias: np.ndarray | None = None,
-                 registration_metric: float | None = None) -> dict[str, float]:
-    """All IQMs of one T1w (raw intensities; ``dseg`` labels 1 CSF, 2 GM, 3 WM)."""
-    t1w = np.asarray(t1w, dtype=np.float64)
-    stats = {name: tissue_stats(t1w[_erode(dseg == k)])
+                 registration_metric: float | None = None,
+                 voxel_mm: tuple = (1.0, 1.0, 1.0)) -> dict[str, float]:
+    """All IQMs of one T1w (raw intensities and, when given, the N4 ``bias`` field they
+    are corrected by; ``dseg`` labels 1 CSF, 2 GM, 3 WM)."""
+    img = np.asarray(t1w, dtype=np.float64)
+    if bias is not None:
+        field = np.asarray(bias, dtype=np.float64)
+        img = np.where(field > 1e-6, img / np.where(field > 1e-6, field, 1.0), img)
+    erode = bool(np.all(np.asarray(voxel_mm, float)[:3] < 1.9))
+    stats = {name: tissue_stats(img[_erode(dseg == k, erode)])
              for k, name in ((1, "csf"), (2, "gm"), (3, "wm"))}
     air = air_mask(head_mask)
     if air.sum() < 100:
         raise ValueError("no air around the head: the field of view is too tight for "
                          "noise-based IQMs")
-    sigma_air = float(t1w[air].std())
+    sigma_air = float(img[air].std())
     wm, gm = stats["wm"], stats["gm"]
-    out = {f"snr_{k}": snr(s["mean"], s["stdv"], s["n"]) for k, s in stats.items()}
+    out = {f"snr_{k}": snr(s["median"], s["stdv"], s["n"]) for k, s in stats.items()}
     out["snr_total"] = float(np.mean([out["snr_csf"], out["snr_gm"], out["snr_wm"]]))
-    out["snrd_wm"] = snr_dietrich(wm["mean"], sigma_air)
-    out["cnr"] = cnr(wm["mean"], gm["mean"], sigma_air, wm["stdv"], gm["stdv"])
-    out["cjv"] = cjv(wm["mean"], gm["mean"], wm["stdv"], gm["stdv"])
-    out["efc"] = efc(t1w)
-    out["fber"] = fber(t1w, head_mask)
-    out["wm2max"] = wm2max(t1w, dseg == 3)
+    out["snrd_wm"] = snr_dietrich(wm["median"], sigma_air)
+    out["cnr"] = cnr(wm["median"], gm["median"], sigma_air, wm["stdv"], gm["stdv"])
+    out["cjv"] = cjv(wm["median"], gm["median"], wm["mad"], gm["mad"])
+    out["efc"] = efc(img)
+    out["fber"] = fber(img, head_mask)
+    out["wm2max"] = wm2max(img, dseg == 3)
     if bias is not None:
         out.update(inu_stats(bias, brain_mask))
     if registration_metric is not None:
@@ -202,7 +214,8 @@ class ComputeIQMs(SimpleInterface):
         metric = metric if isdefined(metric) else None
         iqms = compute_iqms(load(self.inputs.in_file), load(self.inputs.dseg).astype(int),
                             load(self.inputs.head_mask) > 0, load(self.inputs.brain_mask) > 0,
-                            bias=bias, registration_metric=metric)
+                            bias=bias, registration_metric=metric,
+                            voxel_mm=nib.load(self.inputs.in_file).header.get_zooms()[:3])
         self._results["iqms"] = iqms
         self._results["out_json"] = os.path.join(runtime.cwd, "iqms.json")
         with open(self._results["out_json"], "w") as fh:
