@@ -267,8 +267,9 @@ def random_subject(rng: np.random.Generator, hippo_factor: tuple, ventricle_fact
     warp *= warp_amplitude / max(warp.std(), 1e-9)
     rotation_deg, translation_mm = random_pose(rng)
     return SubjectAnatomy(
-        rotation_deg=rotation_deg, translation_mm=translation_mm, head_scale=head_scale, warp=warp, warp_origin=origin, warp_spacing=spacing,
-        hippo_factor=hippo_factor, ventricle_factor=ventricle_factor)
+        rotation_deg=rotation_deg, translation_mm=translation_mm, head_scale=head_scale,
+        warp=warp, warp_origin=origin, warp_spacing=spacing, hippo_factor=hippo_factor,
+        ventricle_factor=ventricle_factor)
 
 
 def random_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
