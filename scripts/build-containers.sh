@@ -55,8 +55,15 @@ if [ "${TRIALPREP_REBUILD:-0}" = 1 ] || ! podman image exists "$TAG"; then
     if [ -s "$ca" ]; then
         ca_args=(-v "$ca:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
     fi
+    # PyTorch's CPU wheel, when this machine keeps one (TRIALPREP_WHEELS, default
+    # /opt/wheels), is offered to pip inside the build (PyPI's torch pulls CUDA, GBs).
+    wheels=${TRIALPREP_WHEELS:-/opt/wheels}
+    wheel_args=()
+    if compgen -G "$wheels/torch-*.whl" >/dev/null; then
+        wheel_args=(-v "$wheels:/run/wheels:ro" --build-arg PIP_FIND_LINKS=/run/wheels)
+    fi
     podman build --network=host -f containers/Containerfile --build-arg "BASE=$BASE" \
-        --build-arg "IMAGE_TAG=$TAG" "${ca_args[@]}" -t "$TAG" . >&2
+        --build-arg "IMAGE_TAG=$TAG" "${ca_args[@]}" "${wheel_args[@]}" -t "$TAG" . >&2
 fi
 log "image $TAG ($(podman image inspect --format '{{.Id}}' "$TAG" | cut -c1-19))"
 echo "$TAG"

@@ -56,6 +56,29 @@ def tissue_dice(trial: Path, bids: Path, truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def brain_mask_dice(trial: Path, bids: Path, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per processed session: Dice of the pipeline's brain mask (intracranial: the brain
+    and the CSF round it) against the truth's intracranial labels."""
+    import nibabel as nib
+    from nilearn.image import resample_to_img
+
+    rows = []
+    for _, r in truth.iterrows():
+        anat = bids / "derivatives" / "trialprep" / r["participant_id"] / r["session_id"] / "anat"
+        masks = list(anat.glob("*_desc-brain_mask.nii.gz"))
+        if not masks:
+            continue
+        mask_img = nib.load(masks[0])
+        mask = np.asarray(mask_img.dataobj) > 0
+        ref = np.asarray(resample_to_img(nib.load(trial / r["labels"]), mask_img,
+                                         interpolation="nearest", force_resample=True,
+                                         copy_header=True).dataobj) > 0
+        rows.append({"site": r["site"], "visit": r["visit"],
+                     "off_protocol": bool(r["off_protocol"]),
+                     "dice": 2 * float((mask & ref).sum()) / float(mask.sum() + ref.sum())})
+    return pd.DataFrame(rows)
+
+
 def load_tables(out: Path) -> dict:
     d = out / "tables"
     return {"raw": pd.read_parquet(d / "biomarkers_unharmonized.parquet"),

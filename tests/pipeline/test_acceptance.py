@@ -12,6 +12,7 @@ import pytest
 from tests.pipeline.acceptance import (
     PLANTED_AGE_SLOPE,
     PLANTED_DX_EFFECT,
+    brain_mask_dice,
     hippocampal_effects,
     load_tables,
     load_truth,
@@ -56,6 +57,15 @@ def test_tissue_segmentation_dice_against_the_truth(small_study, truth):
     mean = dice[["CSF", "GM", "WM"]].mean()
     assert (mean >= 0.85).all(), dice.groupby("site").mean(numeric_only=True).round(3)
     assert (dice[["GM", "WM"]] >= 0.8).all().all() and (dice["CSF"] >= 0.7).all(), dice
+
+
+def test_brain_mask_matches_the_intracranial_truth(small_study, truth):
+    """Issue 16: on realistic heads (scalp, skull, face, neck, their own poses) the brain
+    mask's Dice against the truth is at least 0.95."""
+    dice = brain_mask_dice(small_study["trial"], small_study["bids"], truth)
+    assert len(dice) >= 0.8 * len(truth)
+    assert dice["dice"].mean() >= 0.95, dice.round(3)
+    assert (dice["dice"] >= 0.93).all(), dice.round(3)
 
 
 def test_site_prediction_auc_before_and_after(tables):

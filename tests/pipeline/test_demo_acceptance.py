@@ -13,6 +13,7 @@ import pytest
 from tests.pipeline.acceptance import (
     PLANTED_AGE_SLOPE,
     PLANTED_DX_EFFECT,
+    brain_mask_dice,
     hippocampal_effects,
     load_tables,
     load_truth,
@@ -53,6 +54,20 @@ def test_tissue_dice_at_least_085(demo):
     assert len(dice) >= 0.9 * len(demo["truth"])
     mean = dice[["CSF", "GM", "WM"]].mean()
     assert (mean >= 0.85).all(), dice.groupby("site").mean(numeric_only=True).round(3)
+
+
+def test_brain_mask_dice_at_least_095(demo):
+    """Issue 16 on the demo trial's realistic heads: brain-mask Dice at least 0.95."""
+    dice = brain_mask_dice(demo["trial"], demo["bids"], demo["truth"])
+    assert len(dice) >= 0.9 * len(demo["truth"])
+    assert dice["dice"].mean() >= 0.95 and (dice["dice"] >= 0.93).all(), dice.round(3)
+
+
+def test_hippocampal_volume_r_at_least_090(demo):
+    rows = demo["tables"]["raw"].merge(demo["truth"], on=["participant_id", "session_id"])
+    measured = rows["Left_Hippocampus_mm3"] + rows["Right_Hippocampus_mm3"]
+    planted = rows["hippocampus_left_mm3"] + rows["hippocampus_right_mm3"]
+    assert measured.corr(planted) >= 0.9
 
 
 def test_age_slope_and_diagnosis_effect_within_10_percent(demo):
