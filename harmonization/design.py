@@ -17,6 +17,14 @@ class HarmonizationError(ValueError):
     """Input that ComBat cannot harmonize correctly; the message says what and why."""
 
 
+class ConfoundedError(HarmonizationError):
+    """Covariates fully determined by batch: ``covariates`` names them."""
+
+    def __init__(self, message: str, covariates: list[str]):
+        super().__init__(message)
+        self.covariates = covariates
+
+
 def natural_spline_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
     """Natural cubic spline basis without intercept (Hastie, Tibshirani & Friedman 2009, eq. 5.4).
 
@@ -181,11 +189,10 @@ def check_not_confounded(batch_design: np.ndarray, terms: Sequence[CovariateTerm
         if np.linalg.matrix_rank(np.column_stack([batch_design, block])) < base_rank + width:
             culprits.append(t.name)
     if culprits:
-        raise HarmonizationError(
+        raise ConfoundedError(
             f"covariate(s) {culprits} are confounded with batch (fully determined by it): "
             "their effect cannot be separated from the scanner effect; drop them or "
-            "re-define batches"
-        )
+            "re-define batches", culprits)
     raise HarmonizationError(
         f"covariates {[t.name for t in terms]} are collinear with each other; drop one"
     )

@@ -74,20 +74,38 @@ def site_prediction_auc(X, batch, folds: int = 5, seed: int = 0, groups=None,
 def combat_in_folds(X, batch, covariates: pd.DataFrame | None = None,
                     **settings) -> Callable[[np.ndarray, np.ndarray], tuple]:
     """A ``harmonizer`` for :func:`site_prediction_auc`: ComBat (``core.fit`` settings)
-    fitted on a fold's training rows, applied to them and to its held-out rows."""
+    fitted on a fold's training rows, applied to them and to its held-out rows. A covariate
+    that a fold's training rows leave fully determined by batch (every participant of each
+    site one sex, with few per site) cannot be protected in that fold: it is left out of
+    that fold's model, as a study with those sessions alone would have to."""
     from trialprep.harmonization import core
+    from trialprep.harmonization.design import ConfoundedError
 
     X = np.asarray(X, dtype=float)
     batch = np.asarray([str(b) for b in batch])
     cov = None if covariates is None else covariates.reset_index(drop=True)
+    settings = dict(settings)
 
     def run(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, kw = cov, dict(settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. constant features within a fold
-            h, model = core.harmonize(X[train], batch[train],
-                                      None if cov is None else cov.iloc[train], **settings)
+            while True:
+                try:
+                    h, model = core.harmonize(X[train], batch[train],
+                                              None if c is None else c.iloc[train], **kw)
+                    break
+                except ConfoundedError as exc:
+                    if c is None or not set(exc.covariates) & set(c.columns):
+                        raise
+                    c = c.drop(columns=exc.covariates)
+                    kw["categorical"] = [k for k in kw.get("categorical", ()) or ()
+                                         if k in c.columns]
+                    kw["smooth"] = [k for k in kw.get("smooth", ()) or () if k in c.columns]
+                    if c.shape[1] == 0:
+                        c = None
             return h, core.apply(model, X[test], batch[test],
-                                 None if cov is None else cov.iloc[test])
+                                 None if c is None else c.iloc[test])
 
     return run
 
@@ -96,18 +114,33 @@ def longitudinal_in_folds(X, batch, data: pd.DataFrame, **settings) -> Callable[
         [np.ndarray, np.ndarray], tuple]:
     """A ``harmonizer`` for :func:`site_prediction_auc` with longitudinal ComBat
     (``longitudinal.fit`` settings: subject, time, formula...) fitted on a fold's training
-    rows; the held-out participants' random effects come from their own visits."""
+    rows; the held-out participants' random effects come from their own visits. A fold
+    whose training rows leave a variable of the formula fully determined by batch is fitted
+    without the effects that hold it (see :func:`combat_in_folds`)."""
     from trialprep.harmonization import longitudinal
+    from trialprep.harmonization.design import ConfoundedError
+    from trialprep.harmonization.formula import parse_formula
 
     X = np.asarray(X, dtype=float)
     batch = np.asarray([str(b) for b in batch])
     data = data.reset_index(drop=True)
 
     def run(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kw = dict(settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            h, model = longitudinal.harmonize(X[train], batch[train], data.iloc[train],
-                                              **settings)
+            while True:
+                try:
+                    h, model = longitudinal.harmonize(X[train], batch[train],
+                                                      data.iloc[train], **kw)
+                    break
+                except ConfoundedError as exc:
+                    formula = kw.get("formula") or kw.get("time", "time")
+                    kept = [e for e in parse_formula(formula)
+                            if not set(e) & set(exc.covariates)]
+                    if not kept or len(kept) == len(parse_formula(formula)):
+                        raise
+                    kw["formula"] = " + ".join(":".join(e) for e in kept)
             return h, longitudinal.apply(model, X[test], batch[test], data.iloc[test],
                                          subject=settings["subject"])
 

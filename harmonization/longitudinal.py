@@ -23,7 +23,7 @@ import pandas as pd
 
 from trialprep import __version__
 from trialprep.harmonization import eb
-from trialprep.harmonization.design import HarmonizationError, factorize_as_str
+from trialprep.harmonization.design import ConfoundedError, HarmonizationError, factorize_as_str
 from trialprep.harmonization.formula import FixedEffects
 from trialprep.harmonization.mixed import FeatureFit, blups_for, fit_reml
 from trialprep.harmonization.model import load_npz, save_npz
@@ -89,6 +89,24 @@ def _design(fixed: FixedEffects, data: pd.DataFrame, batch_idx: np.ndarray,
     rows = batch_idx > 0
     contrasts[np.flatnonzero(rows), batch_idx[rows] - 1] = 1.0
     return np.column_stack([np.ones(n), fixed.matrix(data), contrasts])
+
+
+def _raise_confounded(fixed: FixedEffects, data: pd.DataFrame, batch_idx: np.ndarray,
+                      n_batch: int) -> None:
+    """The fixed effects and batch are collinear: ConfoundedError naming the variables that
+    batch determines, else a plain HarmonizationError."""
+    base = _design(FixedEffects(fixed.formula, [], []), data, batch_idx, n_batch)
+    rank = np.linalg.matrix_rank(base)
+    culprits = []
+    for term in fixed.terms:
+        block = term.encode(data[term.name].reset_index(drop=True))
+        if np.linalg.matrix_rank(np.column_stack([base, block])) < rank + block.shape[1]:
+            culprits.append(term.name)
+    if culprits:
+        raise ConfoundedError(f"the fixed effects ({fixed.formula}): {culprits} confounded "
+                              "with batch (fully determined by it)", culprits)
+    raise HarmonizationError(f"the fixed effects ({fixed.formula}) and batch are "
+                             "collinear")
 
 
 def _random_design(data: pd.DataFrame, time: str, slope: bool) -> np.ndarray:
@@ -174,8 +192,7 @@ def _fit(X, batch, data: pd.DataFrame, *, subject: str, time: str, formula: str 
     fixed = FixedEffects.fit(formula or time, data, categorical)
     design = _design(fixed, data, idx, len(levels))
     if np.linalg.matrix_rank(design) < design.shape[1]:
-        raise HarmonizationError(f"the fixed effects ({fixed.formula}) and batch are "
-                                 "collinear (a covariate confounded with batch?)")
+        _raise_confounded(fixed, data, idx, len(levels))
     Z = _random_design(data, time, random_slope)
     subject_design, fits = fit_reml(design, Z, groups, Y)
 

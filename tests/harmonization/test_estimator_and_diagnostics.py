@@ -82,3 +82,29 @@ def test_site_auc_after_is_cross_validated_with_combat_fitted_inside_the_folds()
     assert d["site_auc_after"] == honest and d["site_auc_after_in_sample"] == leaky
     # a model fitted elsewhere: the plain cross-validation is the right one
     assert summarize(X.to_numpy(), H, batch)["site_auc_after"] == leaky
+
+
+def test_a_fold_that_leaves_a_covariate_confounded_is_fitted_without_it():
+    """Few participants per site: a training fold in which each site holds one sex cannot
+    protect sex (ConfoundedError from the whole fit); the fold's model leaves sex out and
+    the rest of the split still counts, instead of the whole diagnostic failing."""
+    import pandas as pd
+
+    from trialprep.harmonization.design import ConfoundedError
+
+    X, batch, cov, _ = simulate_sites(n_per_site=(6, 6, 6), n_features=10, seed=35)
+    batch = np.asarray(batch)
+    sex = np.where(batch == batch[0], "F", "M")
+    sex[np.flatnonzero(batch == batch[-1])[0]] = "F"  # one woman at the last site
+    cov = pd.DataFrame({"age": np.asarray(cov["age"]), "sex": sex})
+    train = np.flatnonzero(~((batch == batch[-1]) & (sex == "F")))  # without her
+    with pytest.raises(ConfoundedError) as err:
+        harmonize(X.to_numpy()[train], batch[train], cov.iloc[train], categorical=["sex"])
+    assert err.value.covariates == ["sex"]
+    run = combat_in_folds(X, batch, cov, categorical=["sex"])
+    test = np.setdiff1d(np.arange(len(batch)), train)
+    h_train, h_test = run(train, test)
+    ref, model = harmonize(X.to_numpy()[train], batch[train], cov[["age"]].iloc[train])
+    np.testing.assert_allclose(h_train, ref, rtol=1e-10)
+    assert h_test.shape == (len(test), X.shape[1])
+    assert 0 <= site_prediction_auc(X, batch, harmonizer=run, repeats=3) <= 1

@@ -106,6 +106,25 @@ def test_refuses_what_it_cannot_estimate():
         longitudinal.apply(model, d[feats], ["Z"] * len(d), d, subject="subid")
 
 
+def test_a_variable_that_batch_determines_is_named_and_dropped_in_folds():
+    """sex made a property of the batch: the fit names it (ConfoundedError); the in-fold
+    harmonizer then fits without the effects that hold sex."""
+    from trialprep.harmonization.design import ConfoundedError
+    from trialprep.harmonization.diagnostics import longitudinal_in_folds
+
+    d, feats = _data("d1")
+    d = d.assign(sex=np.where(d["batch"] == sorted(d["batch"].unique())[0], "F", "M"))
+    kw = dict(subject="subid", time="time", formula="time + age + sex*time")
+    with pytest.raises(ConfoundedError) as err:
+        longitudinal.fit(d[feats], d["batch"], d, **kw)
+    assert err.value.covariates == ["sex"]
+    rows = np.arange(len(d))
+    h, _ = longitudinal_in_folds(d[feats], d["batch"], d, **kw)(rows, rows[:5])
+    ref, _ = longitudinal.harmonize(d[feats], d["batch"], d, subject="subid", time="time",
+                                    formula="time + age")
+    np.testing.assert_allclose(h, ref, atol=1e-10)
+
+
 def test_estimator_in_a_pipeline():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
