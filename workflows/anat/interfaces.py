@@ -118,6 +118,11 @@ class _RegInputSpec(BaseInterfaceInputSpec):
         True, usedefault=True,
         desc="multi-start search of the initial rotation (antsAffineInitializer), for heads "
              "that lie anywhere in the field of view")
+    init_resolution_mm = traits.Float(
+        4.0, usedefault=True,
+        desc="voxel size the initial search runs at (the images resampled to it; the search "
+             "finds the pose within a few degrees and millimetres, the rigid stage refines "
+             "it): the same starts as at full resolution, 8-64 times cheaper")
     transform = traits.Enum("SyN", "Affine", "Rigid", "antsRegistrationSyNQuick[s]",
                             usedefault=True)
     syn_iterations = traits.List(traits.Int, [40, 20, 0], usedefault=True,
@@ -161,10 +166,16 @@ class RegisterToTemplate(SimpleInterface):
             # centres of mass), each refined by a short local search: the best one starts
             # the rigid stage. Scanner poses are a few degrees to about 15 from the template.
             init = os.path.join(runtime.cwd, "init.mat")
+            spacing = (self.inputs.init_resolution_mm,) * 3
+            coarse_fixed = ants.resample_image(fixed, spacing, False, 0)
+            coarse_moving = ants.resample_image(moving, spacing, False, 0)
+            coarse_mask = (ants.resample_image(kwargs["mask"], spacing, False, 1)
+                           if "mask" in kwargs else None)
             with _quiet_stdout():  # antsAffineInitializer prints its rejected starts
-                ants.affine_initializer(fixed, moving, search_factor=12, radian_fraction=0.2,
-                                        use_principal_axis=False, local_search_iterations=10,
-                                        mask=kwargs.get("mask"), txfn=init)
+                ants.affine_initializer(coarse_fixed, coarse_moving, search_factor=12,
+                                        radian_fraction=0.2, use_principal_axis=False,
+                                        local_search_iterations=10, mask=coarse_mask,
+                                        txfn=init)
             kwargs["initial_transform"] = [init]
         reg = ants.registration(fixed, moving, type_of_transform=self.inputs.transform,
                                 reg_iterations=tuple(self.inputs.syn_iterations),
