@@ -111,7 +111,7 @@ def model_from_statistics(stats: BatchStatistics, features: list[str], *,
     def estimate(b: int) -> None:
         if b == ref:
             return  # the reference batch is not adjusted (set below)
-        if not eb_:
+        if not eb_ or pa < 2:  # one feature: no prior across features to shrink towards
             gamma_star[b], delta_star[b] = gamma_hat[b], delta_hat[b]
         elif parametric:
             if mean_only:
@@ -135,6 +135,9 @@ def model_from_statistics(stats: BatchStatistics, features: list[str], *,
         "packages": package_versions(("numpy", "scipy", "pandas")),
         "n_samples": int(counts.sum()), "n_features": p,
     }
+    if eb_ and pa < 2:
+        provenance["empirical_bayes"] = ("not applied: a single feature has no prior across "
+                                         "features (per-batch estimates used as they are)")
     return ComBatModel(
         provenance=provenance, features=features, active=active, batches=levels,
         ref_batch=levels[ref] if ref is not None else None, terms=stats.terms,

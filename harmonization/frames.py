@@ -83,8 +83,6 @@ def write_feature_table(table: FeatureTable, harmonized: np.ndarray, path: Path)
     """The table with its features replaced by ``harmonized``, atomically, by extension."""
     path = Path(path)
     if path.suffix.lower() == ".parquet":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -94,9 +92,11 @@ def write_feature_table(table: FeatureTable, harmonized: np.ndarray, path: Path)
         arrays = [pa.array(by_name[c]) if c in by_name else carried.column(c)
                   for c in table.columns]
         out = pa.Table.from_arrays(arrays, names=table.columns)
-        pq.write_table(out, tmp, use_dictionary=[c for c in table.columns if c not in by_name],
-                       compression="snappy")
-        tmp.replace(path)
+        from trialprep.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            pq.write_table(out, tmp, compression="snappy",
+                           use_dictionary=[c for c in table.columns if c not in by_name])
         return path
     from trialprep.tables import write_table
 

@@ -133,6 +133,8 @@ def longcombat_eb(n: np.ndarray, gamma_hat: np.ndarray, delta_hat: np.ndarray,
                   niter: int = 30) -> tuple[np.ndarray, np.ndarray]:
     """longCombat's empirical Bayes: per batch, normal and inverse-gamma priors across
     features by the method of moments, then :func:`eb.parametric_lagged`."""
+    if gamma_hat.shape[1] < 2:  # one feature: no prior across features to shrink towards
+        return gamma_hat.copy(), delta_hat.copy()
     gamma_star, delta_star = np.empty_like(gamma_hat), np.empty_like(delta_hat)
     for i in range(gamma_hat.shape[0]):
         a, b = eb.inverse_gamma_prior(delta_hat[i])

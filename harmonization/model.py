@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trialprep.atomic import atomic_path
 from trialprep.harmonization.design import CovariateTerm, HarmonizationError
 
 FORMAT = "trialprep-combat-model/1"
@@ -81,9 +82,8 @@ class ComBatModel:
 def save_npz(path: str | Path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
     """Metadata (JSON) and arrays in one ``.npz``, written atomically."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, meta=np.array(json.dumps(meta, default=str)), **arrays)
     return path
 
 

@@ -14,16 +14,14 @@ import numpy as np
 import pandas as pd
 
 from trialprep import __version__
+from trialprep.layout import StudyLayout
 from trialprep.provenance import utc_now
+from trialprep.stages import Stage, get_stage, registered_stages
 from trialprep.tables import read_table, write_text
-from trialprep.workflows.anat.iqms import IQM_DESCRIPTIONS
-from trialprep.workflows.anat.session import derivatives_root
-from trialprep.workflows.qc.gates import qc_dir
 
 TEMPLATES = Path(__file__).parent / "templates"
-#: Biomarkers drawn in the harmonization report (when present).
-KEY_BIOMARKERS = ("Left_Hippocampus_mm3", "Right_Hippocampus_mm3", "GM_mm3", "WM_mm3",
-                  "TIV_mm3", "mean_cortical_thickness_mm")
+#: Biomarkers drawn per stage in the harmonization report (the first of each stage's).
+SHOWN_PER_STAGE = 6
 
 
 def _env() -> jinja2.Environment:
@@ -83,26 +81,27 @@ def session_page(image: str) -> str:
     return image.replace(".nii.gz", ".html")
 
 
-def render_session(env, row: pd.Series, images: pd.DataFrame, bids: Path, out: Path,
-                   config_hash: str) -> Path:
+def render_session(env, row: pd.Series, images: pd.DataFrame, layout: StudyLayout,
+                   out: Path, config_hash: str) -> Path:
+    """One image's page: verdict, the stage's figures, its IQMs against site and study."""
     sub, ses = row["participant_id"], row["session_id"]
+    stage = get_stage(row["stage"])
     figs = []
-    fig_dir = derivatives_root(bids) / sub / "figures"
-    for desc, title in (("brainmask", "Brain mask on the whole head"),
-                        ("seg", "Brain mask and tissue boundaries"),
-                        ("registration", "Template edges on the registered T1w")):
-        f = fig_dir / f"{sub}_{ses}_desc-{desc}_T1w.svg"
+    for desc, title in stage.figures:
+        f = stage.figure_path(layout, sub.removeprefix("sub-"), ses.removeprefix("ses-"), desc)
         if f.exists():
             figs.append((title, _inline_svg(f.read_text())))
-    site_rows = images[(images["site"] == row["site"]) & (images["status"] == "ok")]
-    ok = images[images["status"] == "ok"]
+    same = images[(images["stage"] == stage.name) & (images["status"] == "ok")]
+    site_rows = same[same["site"] == row["site"]]
+    ok = same
     iqms = []
-    for name, desc in IQM_DESCRIPTIONS.items():
+    for name, desc in stage.iqm_descriptions.items():
         if name in row and _fmt(row[name]):
             iqms.append({"name": name, "value": _fmt(row[name]), "description": desc,
                          "site": _fmt(pd.to_numeric(site_rows[name]).median()),
                          "study": _fmt(pd.to_numeric(ok[name]).median())})
-    ctx = _common(f"{sub} {ses}", f"site {row['site']} - session QC report", config_hash, 1)
+    ctx = _common(f"{sub} {ses} {stage.input_suffix}",
+                  f"site {row['site']} - {stage.name} session QC report", config_hash, 1)
     ctx.update(s=row.fillna("").to_dict(), figures=figs, iqms=iqms,
                rate_images=[{"image": row["image"], "verdict": row["verdict"]}],
                rating_scope=f"{sub}_{ses}")
@@ -110,11 +109,13 @@ def render_session(env, row: pd.Series, images: pd.DataFrame, bids: Path, out: P
                   env.get_template("session.html").render(**ctx))
 
 
-def _iqm_figure(images: pd.DataFrame, site: str) -> str:
+def _iqm_figure(images: pd.DataFrame, site: str, stage: Stage) -> str | None:
+    """The stage's site-figure IQMs of every site, this site's highlighted."""
     plt = _plt()
-    metrics = [m for m in ("snr_wm", "cnr", "cjv", "efc", "fber", "wm2max", "inu_range",
-                           "reg_correlation") if m in images]
-    ok = images[images["status"] == "ok"]
+    ok = images[(images["status"] == "ok") & (images["stage"] == stage.name)]
+    metrics = [m for m in stage.site_figure_metrics if m in ok]
+    if not metrics or ok.empty:
+        return None
     sites = sorted(ok["site"].unique())
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.0 * len(metrics), 2.6))
     for ax, m in zip(np.atleast_1d(axes), metrics, strict=False):
@@ -151,7 +152,9 @@ def render_site(env, site: str, images: pd.DataFrame, sites: pd.DataFrame,
             for _, r in g.iterrows()]
     ctx = _common(f"Site {site}", "site QC report", config_hash, 1)
     ctx.update(site=s, epochs=epochs, drift=drift[drift["site"] == site].to_dict("records"),
-               deviations=deviations, iqm_figure=_iqm_figure(images, site), images=imgs,
+               deviations=deviations, images=imgs,
+               iqm_figures=[(st.name, fig) for st in registered_stages()
+                            if (fig := _iqm_figure(images, site, st)) is not None],
                rate_images=[{"image": r["image"], "verdict": r["verdict"]} for r in imgs],
                rating_scope=f"site-{site}")
     return _write(out / "sites" / f"{site}.html", env.get_template("site.html").render(**ctx))
@@ -197,6 +200,17 @@ def _distribution_figure(raw: pd.DataFrame, harm: pd.DataFrame, feature: str) ->
     return _fig_svg(fig)
 
 
+def _shown_biomarkers(features: list[str], dictionary: dict) -> list[str]:
+    """The first few biomarkers of each stage (by the dictionary's Stage)."""
+    shown, per_stage = [], {}
+    for f in features:
+        stage = dictionary.get(f, {}).get("Stage", "")
+        if per_stage.get(stage, 0) < SHOWN_PER_STAGE:
+            shown.append(f)
+            per_stage[stage] = per_stage.get(stage, 0) + 1
+    return shown
+
+
 def render_harmonization(env, tables: Path, config, out: Path) -> Path:
     diag = json.loads((tables / "harmonization_diagnostics.json").read_text())
     if diag.get("harmonized") is False:
@@ -207,7 +221,8 @@ def render_harmonization(env, tables: Path, config, out: Path) -> Path:
     raw = read_table(tables / "biomarkers_unharmonized.parquet")
     harm = read_table(tables / "biomarkers_harmonized.parquet")
     feats = diag["features"]
-    shown = [f for f in KEY_BIOMARKERS if f in feats]
+    dictionary = json.loads((tables / "biomarkers_harmonized.json").read_text())
+    shown = _shown_biomarkers([f for f in feats if f in raw], dictionary)
     effects = []
     before, after = diag.get("covariate_effects_before", {}), diag.get(
         "covariate_effects_after", {})
@@ -242,22 +257,21 @@ def render_harmonization(env, tables: Path, config, out: Path) -> Path:
 def render_reports(bids: Path, tables: Path, config, out: Path) -> dict[str, list[Path]]:
     """Write every report under ``out``: index.html, harmonization.html, sites/, sessions/."""
     bids, tables, out = Path(bids), Path(tables), Path(out)
+    layout = StudyLayout.from_bids(bids)
     env = _env()
-    q = qc_dir(bids)
-    images = read_table(q / "image_verdicts.tsv", as_text=True)
+    images = read_table(layout.image_verdicts, as_text=True)
     for col in ("rules_fired", "decided_by", "decision_reason", "reason", "deviations"):
         images[col] = images[col].replace("n/a", "")
-    sites = read_table(q / "site_verdicts.tsv")
+    sites = read_table(layout.site_verdicts)
     sites["flags"] = sites["flags"].fillna("")
-    drift = read_table(q / "drift.tsv")
-    completeness = read_table(bids / "derivatives" / "intake" / "completeness.tsv",
-                              as_text=True)
+    drift = read_table(layout.drift)
+    completeness = read_table(layout.completeness, as_text=True)
     excluded = read_table(tables / "excluded_sessions.tsv", as_text=True)
     harmonized = tables / "biomarkers_harmonized.parquet"
     n_table = len(read_table(harmonized)) if harmonized.exists() else 0
     written = {"sessions": [], "sites": []}
     for _, row in images.iterrows():
-        written["sessions"].append(render_session(env, row, images, bids, out, config.hash))
+        written["sessions"].append(render_session(env, row, images, layout, out, config.hash))
     for site in sorted(sites["site"]):
         written["sites"].append(render_site(env, site, images, sites, drift, completeness,
                                             out, config.hash))

@@ -1,12 +1,7 @@
-# Anatomical preprocessing: one job per session with a T1w, then the study's table.
-from trialprep.workflows.anat.session import (
-    biomarker_row_path,
-    derivatives_root,
-    find_t1w,
-    sessions_with_t1w,
-)
+# Anatomical preprocessing: one job per session with a T1w (the anatomical stage's contract:
+# workflows/anat/stage.py).
+from trialprep.workflows.anat.stage import ANAT_STAGE
 
-DERIV = derivatives_root(BIDS)
 ANAT = STUDY["anat"]
 # ITK threads, or DiReCT's slab processes when more (each single-threaded).
 ANAT_THREADS = max(1 if ANAT["single_threaded"] else ANAT["threads"],
@@ -17,12 +12,16 @@ ANAT_THREADS = max(1 if ANAT["single_threaded"] else ANAT["threads"],
 def anat_rows(wildcards):
     """Every session's biomarker row; known once intake has finished (a checkpoint)."""
     checkpoints.intake_complete.get()
-    return [str(biomarker_row_path(BIDS, sub, ses)) for sub, ses in sessions_with_t1w(BIDS)]
+    return [str(ANAT_STAGE.row_path(LAYOUT, sub, ses)) for sub, ses in
+            ANAT_STAGE.sessions(LAYOUT)]
 
 
 def session_t1w(wildcards):
     checkpoints.intake_complete.get()
-    return str(find_t1w(BIDS, wildcards.sub, wildcards.ses)[0])
+    return str(ANAT_STAGE.find_inputs(LAYOUT, wildcards.sub, wildcards.ses)[0])
+
+
+STAGE_ROWS.append(anat_rows)
 
 
 rule anat_session:
@@ -30,9 +29,11 @@ rule anat_session:
     input:
         t1w=session_t1w,
     output:
-        row=DERIV / "sub-{sub}" / "ses-{ses}" / "anat" / "sub-{sub}_ses-{ses}_desc-biomarkers_morph.tsv",
+        row=ANAT_STAGE.row_path(LAYOUT, "{sub}", "{ses}"),
     log:
-        OUT / "logs" / "anat" / "sub-{sub}_ses-{ses}.log",
+        LAYOUT.logs("anat") / "sub-{sub}_ses-{ses}.log",
+    params:
+        work=LAYOUT.work("anat"),
     wildcard_constraints:
         sub="[A-Za-z0-9]+",
         ses="[A-Za-z0-9]+",
@@ -46,18 +47,4 @@ rule anat_session:
     shell:
         "trialprep anat {BIDS:q} --participant-label {wildcards.sub} "
         "--session-label {wildcards.ses} --config {STUDY_FILE:q} --threads {threads} "
-        "--work {OUT}/work/anat > {log:q} 2>&1"
-
-
-rule anat_collect:
-    """All sessions' biomarker rows (failed sessions included, with their reason)."""
-    input:
-        anat_rows,
-    output:
-        DERIV / "biomarkers_morph.tsv",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    shell:
-        "trialprep anat {BIDS:q} --config {STUDY_FILE:q} --collect {output:q}"
+        "--work {params.work:q} > {log:q} 2>&1"

@@ -10,9 +10,9 @@ rule intake_site:
     input:
         drop=site_source,
     output:
-        summary=INTAKE / "sites" / "{site}.json",
+        summary=LAYOUT.intake_sites / "{site}.json",
     log:
-        OUT / "logs" / "intake" / "{site}.log",
+        LAYOUT.logs("intake") / "{site}.log",
     threads: 1
     resources:
         mem_mb=2000,
@@ -25,9 +25,9 @@ rule intake_site:
 checkpoint intake_complete:
     """All sites taken in: the dataset's completeness summary."""
     input:
-        expand(INTAKE / "sites" / "{site}.json", site=SITES),
+        expand(LAYOUT.intake_sites / "{site}.json", site=SITES),
     output:
-        INTAKE / "intake_complete.json",
+        LAYOUT.intake_complete,
     params:
         bids=BIDS,
     threads: 1

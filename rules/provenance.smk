@@ -1,16 +1,16 @@
-# The study's W3C PROV graph: DICOM series -> BIDS T1w -> session row -> harmonized table.
+# The study's W3C PROV graph: DICOM series -> BIDS image -> stage session row -> table.
 
 
 rule provenance:
     """PROV-JSON of the run, rebuilt whenever the harmonized table changes."""
     input:
-        TABLES / "biomarkers_harmonized.parquet",
-        INTAKE / "intake_complete.json",
+        LAYOUT.tables / "biomarkers_harmonized.parquet",
+        LAYOUT.intake_complete,
     output:
-        OUT / "provenance" / "study.prov.json",
+        LAYOUT.provenance,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
-        "trialprep prov {BIDS:q} --tables {TABLES:q} --out {output:q}"
+        "trialprep prov {BIDS:q} --tables {LAYOUT.tables:q} --out {output:q}"

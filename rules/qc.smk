@@ -1,17 +1,20 @@
 # QC gates, the harmonized biomarker table and the reports. Cheap steps, re-run when what
-# they read changes: people's decisions (decisions.tsv, rewritten by `trialprep qc override`
-# and `trialprep qc import`), the gate rules or the harmonization settings (params).
+# they read changes: every stage's session rows, people's decisions (decisions.tsv,
+# rewritten by `trialprep qc override` and `trialprep qc import`), the gate rules or the
+# harmonization settings (params).
 from trialprep.provenance import sha256_json
 
-QC = BIDS / "derivatives" / "qc"
-TABLES = OUT / "tables"
-REPORTS = OUT / "reports"
+TABLES = LAYOUT.tables
+
+
+def stage_rows(wildcards):
+    return [row for rows in STAGE_ROWS for row in rows(wildcards)]
 
 
 rule qc_decisions:
     """People's latest QC decisions (overrides, report ratings) from the audit trail."""
     output:
-        QC / "decisions.tsv",
+        LAYOUT.decisions,
     threads: 1
     resources:
         mem_mb=1000,
@@ -21,15 +24,15 @@ rule qc_decisions:
 
 
 rule qc_gates:
-    """Verdicts per image (rules that fired), per site, scanner epochs and drift."""
+    """Verdicts per image (rules that fired, per modality), per site, scanner epochs, drift."""
     input:
-        DERIV / "biomarkers_morph.tsv",
-        INTAKE / "intake_complete.json",
-        QC / "decisions.tsv",
+        stage_rows,
+        LAYOUT.intake_complete,
+        LAYOUT.decisions,
     output:
-        QC / "image_verdicts.tsv",
-        QC / "site_verdicts.tsv",
-        QC / "drift.tsv",
+        LAYOUT.image_verdicts,
+        LAYOUT.site_verdicts,
+        LAYOUT.drift,
     params:
         gates=sha256_json(STUDY.qc),
     threads: 1
@@ -43,7 +46,7 @@ rule qc_gates:
 rule biomarker_table:
     """Gate-passed sessions, ComBat across epochs: Parquet + TSV + data dictionary + model."""
     input:
-        QC / "image_verdicts.tsv",
+        LAYOUT.image_verdicts,
     output:
         TABLES / "biomarkers_harmonized.parquet",
         TABLES / "biomarkers_harmonized.tsv",
@@ -63,15 +66,15 @@ rule biomarker_table:
 rule reports:
     """Self-contained HTML: dashboard, sites, sessions, harmonization."""
     input:
-        QC / "image_verdicts.tsv",
+        LAYOUT.image_verdicts,
         TABLES / "biomarkers_harmonized.parquet",
     output:
-        REPORTS / "index.html",
-        REPORTS / "harmonization.html",
+        LAYOUT.reports / "index.html",
+        LAYOUT.reports / "harmonization.html",
     threads: 1
     resources:
         mem_mb=2000,
         runtime=20,
     shell:
         "trialprep report {BIDS:q} --config {STUDY_FILE:q} --tables {TABLES:q} "
-        "--out {REPORTS:q}"
+        "--out {LAYOUT.reports:q}"

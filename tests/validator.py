@@ -16,6 +16,14 @@ def validator_binary() -> str:
     return found
 
 
+def datasets_of_study(bids: Path) -> list[Path]:
+    """The raw dataset and every derivative dataset under it (a folder of ``derivatives/``
+    with its own dataset_description.json), each validated as its own dataset root: the
+    validator's recursive mode does not apply a derivative dataset's .bidsignore."""
+    return [Path(bids), *sorted(p.parent for p in Path(bids).glob(
+        "derivatives/*/dataset_description.json"))]
+
+
 def bids_errors(dataset: Path) -> list[dict]:
     """Error-level issues the validator reports for ``dataset`` (warnings are ignored)."""
     proc = subprocess.run([validator_binary(), str(dataset), "--format", "json"],

@@ -101,4 +101,6 @@ class AuditLog:
 
 def study_audit(bids: str | Path) -> AuditLog:
     """The audit log of the study whose BIDS dataset is ``bids``."""
-    return AuditLog(Path(bids) / "derivatives" / "audit" / "audit.jsonl")
+    from trialprep.layout import StudyLayout
+
+    return AuditLog(StudyLayout.from_bids(bids).audit)

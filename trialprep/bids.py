@@ -9,10 +9,16 @@ from pathlib import Path
 ENTITY_ORDER = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "space",
                 "res", "label", "from", "to", "mode", "desc")
 _LABEL = re.compile(r"[^A-Za-z0-9]")
+#: A Snakemake wildcard (``{sub}``), kept as it is so rules can declare outputs with the
+#: same helper (snakebids' ``bids()``); Snakemake fills it with a sanitized label.
+_WILDCARD = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 def sanitize_label(value: object) -> str:
-    """A BIDS label from any value: alphanumerics only (untrusted header values included)."""
+    """A BIDS label from any value: alphanumerics only (untrusted header values included);
+    a whole-value Snakemake wildcard such as ``{sub}`` is returned unchanged."""
+    if isinstance(value, str) and _WILDCARD.fullmatch(value):
+        return value
     label = _LABEL.sub("", str(value))
     if not label:
         raise ValueError(f"cannot make a BIDS label from {value!r}")
@@ -33,7 +39,9 @@ def bids_name(suffix: str, extension: str = "", **entities: object) -> str:
 
 def bids_path(root: str | Path, datatype: str | None, suffix: str, extension: str = "",
               **entities: object) -> Path:
-    """Path of a BIDS file under ``root``: ``sub-X/[ses-Y/]datatype/name``."""
+    """Path of a BIDS file under ``root``: ``sub-X/[ses-Y/]datatype/name``. Entity values may
+    be Snakemake wildcards: ``bids_path(d, "anat", "T1w", ".nii.gz", sub="{sub}",
+    ses="{ses}")`` is ``d/sub-{sub}/ses-{ses}/anat/sub-{sub}_ses-{ses}_T1w.nii.gz``."""
     root = Path(root)
     folder = root / f"sub-{sanitize_label(entities['sub'])}"
     if entities.get("ses") is not None:

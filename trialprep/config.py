@@ -96,9 +96,25 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         raise ConfigError(f"{proto_path}: classification types {sorted(unknown)} have no "
                           "entry under `series`")
     qc_path = _beside(base, data["qc_gates"])
-    qc = _load_yaml(qc_path)
+    qc = _per_modality_qc(_load_yaml(qc_path))
     _validate(qc, "qc.schema.json", str(qc_path))
     return StudyConfig(data=data, protocol=protocol, source=source, base_dir=base, qc=qc)
+
+
+def _per_modality_qc(qc: dict) -> dict:
+    """Gate rules of the earlier single-stage form (``image.absolute``, ``image.robust_z``,
+    ``drift.metrics``: the T1w's) read as the ``anat`` modality's."""
+    image = qc.get("image")
+    if not isinstance(image, dict) or "absolute" not in image or "anat" in qc:
+        return qc
+    qc = copy.deepcopy(qc)
+    anat = {"absolute": qc["image"].pop("absolute")}
+    if "robust_z" in qc["image"]:
+        anat["robust_z"] = qc["image"].pop("robust_z")
+    if isinstance(qc.get("drift"), dict) and "metrics" in qc["drift"]:
+        anat["drift_metrics"] = qc["drift"].pop("metrics")
+    qc["anat"] = anat
+    return qc
 
 
 def _beside(base: Path, name: str) -> Path:

@@ -1,9 +1,10 @@
-"""W3C PROV export of a study run: every harmonized table row traced back through its
-per-session biomarker row and its BIDS T1w to the (pseudonymized) DICOM series it came from.
+"""W3C PROV export of a study run: every harmonized table row traced back through each
+stage's per-session biomarker row and its BIDS image to the (pseudonymized) DICOM series it
+came from.
 
 Entities: ``series:`` (a de-identified source series), ``bids:`` (a converted file),
-``row:`` (a session's biomarker row), ``table:`` (the harmonized table). Activities: one intake
-per site, one anatomical run per session, the harmonization. Agents: the trialprep software
+``row:`` (a stage's session row), ``table:`` (the harmonized table). Activities: one intake
+per site, one run per stage and session, the harmonization. Agents: the trialprep software
 (version, container or "native" with the lock hash) and the run's configuration hash.
 """
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import pandas as pd
 from prov.model import ProvDocument
 
+from trialprep.layout import StudyLayout
 from trialprep.provenance import environment_record, sha256_file
+from trialprep.stages import registered_stages
 from trialprep.tables import read_table, write_text
 
 NAMESPACES = {
@@ -39,8 +42,8 @@ def build_prov(bids: Path, tables: Path) -> ProvDocument:
         "trialprep:container": str(env["container"] or "native"),
         "trialprep:lock_sha256": env["lock_sha256"]})
 
-    series = read_table(bids / "derivatives" / "intake" / "series.tsv", as_text=True)
-    t1w_series = {}
+    series = read_table(StudyLayout.from_bids(bids).series, as_text=True)
+    converted = {}
     for site, group in series.groupby("site"):
         intake = doc.activity(f"run:intake-{site}", other_attributes={
             "trialprep:site": site, "trialprep:run_id": group["run_id"].iloc[0]})
@@ -58,8 +61,7 @@ def build_prov(bids: Path, tables: Path) -> ProvDocument:
                 out = doc.entity(f"bids:{f}", {"trialprep:sha256": _sha(bids / f)})
                 doc.wasGeneratedBy(out, intake)
                 doc.wasDerivedFrom(out, ent)
-                if s.series_type == "T1w":
-                    t1w_series[f] = out
+                converted[f] = out
 
     harmonized = tables / "biomarkers_harmonized.parquet"
     table = pd.read_parquet(harmonized)
@@ -69,22 +71,31 @@ def build_prov(bids: Path, tables: Path) -> ProvDocument:
     table_ent = doc.entity(f"table:{harmonized.name}", {
         "trialprep:sha256": sha256_file(harmonized), "trialprep:rows": len(table)})
     doc.wasGeneratedBy(table_ent, harmonize)
-    for r in table.itertuples():
-        key = f"{r.participant_id}_{r.session_id}"
-        source = str(r.source).removeprefix("bids::")
-        t1w = t1w_series.get(source) or doc.entity(f"bids:{source}")
-        anat = doc.activity(f"run:anat-{key}", other_attributes={
-            "trialprep:anat_config_sha256": r.anat_config_sha256,
-            "trialprep:pipeline_version": r.pipeline_version})
-        doc.wasAssociatedWith(anat, software)
-        doc.used(anat, t1w)
-        row = doc.entity(f"row:{key}", {"trialprep:qc_verdict": r.qc_verdict,
-                                        "trialprep:epoch": r.epoch,
-                                        "trialprep:source_sha256": r.source_sha256})
-        doc.wasGeneratedBy(row, anat)
-        doc.wasDerivedFrom(row, t1w)
-        doc.used(harmonize, row)
-        doc.wasDerivedFrom(table_ent, row)
+    for stage in registered_stages():
+        cols = [f"{stage.name}_{c}" for c in ("source", "config_sha256", "qc_verdict",
+                                              "source_sha256")]
+        if not set(cols) <= set(table.columns):
+            continue
+        for r in table[["participant_id", "session_id", "epoch", "pipeline_version",
+                        *cols]].itertuples(index=False):
+            source_uri, config_sha, verdict, source_sha = r[4:]
+            if not isinstance(source_uri, str) or not source_uri:
+                continue  # this stage's image of the session was left out
+            key = f"{r.participant_id}_{r.session_id}"
+            source = source_uri.removeprefix("bids::")
+            image = converted.get(source) or doc.entity(f"bids:{source}")
+            run = doc.activity(f"run:{stage.name}-{key}", other_attributes={
+                "trialprep:stage": stage.name, "trialprep:config_sha256": config_sha,
+                "trialprep:pipeline_version": r.pipeline_version})
+            doc.wasAssociatedWith(run, software)
+            doc.used(run, image)
+            row = doc.entity(f"row:{stage.name}-{key}", {
+                "trialprep:qc_verdict": str(verdict), "trialprep:epoch": str(r.epoch),
+                "trialprep:source_sha256": source_sha})
+            doc.wasGeneratedBy(row, run)
+            doc.wasDerivedFrom(row, image)
+            doc.used(harmonize, row)
+            doc.wasDerivedFrom(table_ent, row)
     return doc
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trialprep import __version__
-from trialprep.paths import project_root
+from trialprep.paths import lock_file
 
 #: Packages whose versions are recorded with every derivative.
 TRACKED_PACKAGES = (
@@ -61,8 +61,8 @@ def _version(name: str) -> str:
 
 def lock_hash() -> str:
     """Hash of the lock file (constraints.txt) the environment was installed from."""
-    lock = project_root() / "constraints.txt"
-    return sha256_file(lock) if lock.exists() else "unknown"
+    lock = lock_file()
+    return sha256_file(lock) if lock is not None else "unknown"
 
 
 def utc_now() -> str:

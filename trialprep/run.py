@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trialprep.paths import project_root
+from trialprep.paths import snakefile
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def profile_dir(profile: str | Path) -> Path:
 def snakemake_command(study: Path, out: Path, cores: int, dry_run: bool = False,
                       extra: list[str] | None = None,
                       profile: str | Path = "local") -> list[str]:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(project_root() / "Snakefile"),
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile()),
            "--profile", str(profile_dir(profile)),
            "--directory", str(out), "--config", f"study={study.resolve()}",
            f"out={out.resolve()}", "--cores", str(cores), "--rerun-incomplete",
@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     profile = profile_dir(args.profile)
     cmd = snakemake_command(study, args.out, args.cores, args.dry_run, args.snakemake_args,
                             profile)
-    bids = args.out / "bids"
+    from trialprep.layout import StudyLayout
+
+    bids = StudyLayout(args.out).bids
     with exclusive_run(args.out) as stale:
         if stale and not args.dry_run:
             # The previous run was killed (its lock survived it): release Snakemake's lock;
@@ -116,15 +118,19 @@ def run(args: argparse.Namespace) -> int:
 
         study_audit(bids).append("run", {"event": "finished", "returncode": rc})
     if rc == 0 and not args.dry_run:
-        print(f"\ntrialprep run finished. Outputs in {args.out.resolve()}:")
-        print(f"  BIDS dataset:        {bids.resolve()}")
-        print(f"  intake records:      {(bids / 'derivatives' / 'intake').resolve()}")
-        print(f"  completeness table:  "
-              f"{(bids / 'derivatives' / 'intake' / 'completeness.tsv').resolve()}")
-        print(f"  QC verdicts:         {(bids / 'derivatives' / 'qc').resolve()}")
-        print(f"  biomarker tables:    {(args.out / 'tables').resolve()}")
-        print(f"  reports:             {(args.out / 'reports' / 'index.html').resolve()}")
-        print(f"  audit trail:         "
-              f"{(bids / 'derivatives' / 'audit' / 'audit.jsonl').resolve()}")
-        print(f"  logs:                {(args.out / 'logs').resolve()}")
+        from trialprep.layout import StudyLayout
+        from trialprep.stages import registered_stages
+
+        lay = StudyLayout(args.out.resolve())
+        print(f"\ntrialprep run finished. Outputs in {lay.out}:")
+        print(f"  BIDS dataset:        {lay.bids}")
+        print(f"  intake records:      {lay.intake}")
+        print(f"  completeness table:  {lay.completeness}")
+        for stage in registered_stages():
+            print(f"  {stage.name + ' derivatives:':<21}{stage.dataset(lay)}")
+        print(f"  QC verdicts:         {lay.qc}")
+        print(f"  biomarker tables:    {lay.tables}")
+        print(f"  reports:             {lay.reports / 'index.html'}")
+        print(f"  audit trail:         {lay.audit}")
+        print(f"  logs:                {lay.logs_root}")
     return rc

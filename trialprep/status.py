@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from trialprep.layout import StudyLayout
 from trialprep.tables import read_table, write_json
 
 
@@ -18,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def summarize(bids: Path) -> dict:
-    path = bids / "derivatives" / "intake" / "completeness.tsv"
+    path = StudyLayout.from_bids(bids).completeness
     if not path.exists():
         raise FileNotFoundError(f"no intake records in {bids} (run `trialprep intake` first)")
     table = read_table(path, as_text=True)
@@ -34,19 +35,37 @@ def summarize(bids: Path) -> dict:
     }
 
 
+def stage_summary(bids: Path) -> list[dict]:
+    """Per registered stage: sessions with its input, rows written, rows failed."""
+    from trialprep.session_rows import load_stage_rows
+    from trialprep.stages import registered_stages
+
+    layout = StudyLayout.from_bids(bids)
+    out = []
+    for stage in registered_stages():
+        rows = load_stage_rows(stage, layout)
+        out.append({"stage": stage.name, "modality": stage.modality,
+                    "sessions": len(stage.sessions(layout)), "processed": int(len(rows)),
+                    "failed": int((rows["status"] != "ok").sum())})
+    return out
+
+
 def gate_summary(bids: Path) -> dict | None:
     """The QC gate summary, once the gates have run."""
-    qc = bids / "derivatives" / "qc"
-    if not (qc / "image_verdicts.tsv").exists():
+    layout = StudyLayout.from_bids(bids)
+    if not layout.image_verdicts.exists():
         return None
-    images = read_table(qc / "image_verdicts.tsv", as_text=True)
-    sites = read_table(qc / "site_verdicts.tsv")
+    images = read_table(layout.image_verdicts, as_text=True)
+    sites = read_table(layout.site_verdicts)
     sites["flags"] = sites["flags"].fillna("")
-    drift = read_table(qc / "drift.tsv")
+    drift = read_table(layout.drift)
     failed = images[images["verdict"] == "fail"]
+    by_modality = images.groupby("modality")["verdict"].value_counts()
     return {
         "images": int(len(images)),
         "by_verdict": {k: int(v) for k, v in images["verdict"].value_counts().items()},
+        "by_modality": {m: {v: int(n) for (mm, v), n in by_modality.items() if mm == m}
+                        for m in images["modality"].unique()},
         "sites": sites[["site", "verdict", "pass_rate", "epochs", "flags"]].to_dict("records"),
         "drift": drift[drift["flagged"].astype(bool)].to_dict("records") if len(drift) else [],
         "failed": failed[["image", "rules_fired"]].to_dict("records"),
@@ -62,11 +81,21 @@ def run(args: argparse.Namespace) -> int:
     for p in summary["problems"]:
         print(f"  {p['site']} sub-{p['subject']} visit {p['visit']}: {p['status']}"
               + (f" - {p['detail']}" if p["detail"] else ""))
+    stages = stage_summary(args.bids)
+    summary["stages"] = stages
+    if any(st["sessions"] or st["processed"] for st in stages):
+        print()
+        for st in stages:
+            print(f"stage {st['stage']:<6} {st['processed']}/{st['sessions']} session(s) "
+                  f"processed, {st['failed']} failed")
     gates = gate_summary(args.bids)
     if gates:
         summary["gates"] = gates
         print(f"\nQC gates: {gates['images']} image(s): " + ", ".join(
             f"{n} {k}" for k, n in sorted(gates["by_verdict"].items())))
+        for modality, counts in sorted(gates["by_modality"].items()):
+            print(f"  {modality:<10} " + ", ".join(f"{n} {k}"
+                                                   for k, n in sorted(counts.items())))
         for s in gates["sites"]:
             print(f"  {s['site']:<10} {s['verdict']:<5} pass rate {s['pass_rate']:.0%}, "
                   f"{s['epochs']} epoch(s)" + (f" - {s['flags']}" if s["flags"] else ""))

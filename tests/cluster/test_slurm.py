@@ -12,14 +12,13 @@ import pandas as pd
 import pytest
 
 from trialprep.audit import study_audit
-from trialprep.paths import project_root
 from trialprep.provenance import sha256_file
 from trialprep.virtual_trial.generate import generate_trial
 from trialprep.workflows.anat.session import biomarker_row_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
-SCRIPT = project_root() / "scripts" / "slurm-local.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slurm-local.sh"
 STATE = Path(os.environ.get("TRIALPREP_SLURM_STATE", "/tmp/trialprep-slurm"))
 
 

@@ -133,3 +133,25 @@ def test_a_failed_fit_leaves_no_thread_behind():
         time.sleep(0.01)
     assert not set(threading.enumerate()) - before
     assert info.traceback
+
+
+def test_a_single_feature_is_harmonized_with_its_own_batch_estimates():
+    """Empirical Bayes pools each batch's estimates across features: with one feature there
+    is nothing to pool, and shrinking towards a prior from one value gave NaN for every
+    session. One feature is harmonized with its per-batch estimates (as eb=False), and the
+    model says so; the longitudinal model likewise."""
+    from trialprep.harmonization import core, longitudinal
+
+    rng = np.random.default_rng(0)
+    batch = np.repeat(["a", "b"], 8)
+    X = pd.DataFrame({"f": rng.normal(size=16) + (batch == "b") * 3.0})
+    model = core.fit(X, batch, None)
+    out = core.apply(model, X, batch)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, core.apply(core.fit(X, batch, None, eb_=False), X, batch))
+    assert "not applied" in model.provenance["empirical_bayes"]
+    assert abs(out[batch == "a"].mean() - out[batch == "b"].mean()) < 1e-6
+    cov = pd.DataFrame({"participant_id": np.repeat(np.arange(8), 2),
+                        "time": np.tile([0.0, 1.0], 8)})
+    lm = longitudinal.fit(X, batch, cov, subject="participant_id", time="time")
+    assert np.isfinite(longitudinal.apply(lm, X, batch, cov, subject="participant_id")).all()

@@ -104,7 +104,7 @@ def test_repeated_visits_get_longitudinal_combat_and_typed_columns(study):
     schema = pq.read_schema(root / "tables" / "biomarkers_harmonized.parquet")
     assert str(schema.field("age").type) == "double" and str(schema.field("time").type) == \
         "double"
-    for col in ("sex", "dx", "site", "epoch", "qc_verdict"):
+    for col in ("sex", "dx", "site", "epoch", "anat_qc_verdict"):
         assert str(schema.field(col).type).startswith("dictionary<values=string"), col
     assert all(str(schema.field(f).type) == "double" for f in FEATURES)
     dictionary = json.loads((root / "tables" / "biomarkers_harmonized.json").read_text())

@@ -118,10 +118,12 @@ def test_table_rows_carry_provenance_and_a_dictionary(tables, small_study):
     harm, dictionary = tables["harm"], tables["dict"]
     assert harm["pipeline_version"].nunique() == 1
     assert harm["config_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
-    assert harm["source_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
+    assert harm["anat_source_sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
     for col in harm.columns:
         assert col in dictionary, col
     assert dictionary["Left_Hippocampus_mm3"]["Units"] == "mm^3"
+    assert dictionary["Left_Hippocampus_mm3"]["Stage"] == "anat"
+    assert dictionary["anat_qc_verdict"]["Stage"] == "anat"
     pd.testing.assert_frame_equal(tables["tsv"][["participant_id", "session_id"]],
                                   harm[["participant_id", "session_id"]])
     model = small_study["out"] / "tables" / "biomarkers_harmonized.combat.npz"
@@ -167,11 +169,28 @@ def test_prov_export_links_every_table_row_to_its_dicom_series(small_study, tabl
     table = "table:biomarkers_harmonized.parquet"
     assert len(derived[table]) == len(tables["harm"])
     for r in tables["harm"].itertuples():
-        row = f"row:{r.participant_id}_{r.session_id}"
+        row = f"row:anat-{r.participant_id}_{r.session_id}"
         assert row in derived[table]
         (t1w,) = derived[row]
-        assert t1w == "bids:" + r.source.removeprefix("bids::")
-        assert derived[t1w] == {f"series:{uid[r.source.removeprefix('bids::')]}"}
+        assert t1w == "bids:" + r.anat_source.removeprefix("bids::")
+        assert derived[t1w] == {f"series:{uid[r.anat_source.removeprefix('bids::')]}"}
     text = path.read_text()
     for name in truth["patient_id"]:  # no PHI in the provenance graph
         assert name not in text
+
+
+def test_raw_and_every_derivative_dataset_pass_the_bids_validator(small_study):
+    """Issue 17: the raw dataset, the anatomical derivatives and intake's records, each
+    validated as a dataset of its own: no error."""
+    from tests.validator import bids_errors, datasets_of_study
+
+    datasets = datasets_of_study(small_study["bids"])
+    assert {p.name for p in datasets[1:]} >= {"trialprep", "intake"}
+    for dataset in datasets:
+        errors = bids_errors(dataset)
+        assert errors == [], (dataset, errors[:5])
+    desc = json.loads((datasets[0] / "derivatives" / "trialprep" / "dataset_description.json")
+                      .read_text())
+    assert desc["BIDSVersion"] == "1.10.0" and desc["DatasetType"] == "derivative"
+    preproc = next((datasets[0] / "derivatives" / "trialprep").rglob("*_desc-preproc_T1w.json"))
+    assert json.loads(preproc.read_text())["SkullStripped"] is False

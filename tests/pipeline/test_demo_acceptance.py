@@ -87,3 +87,12 @@ def test_planted_cortical_thinning_within_20_percent(demo):
 def test_upgraded_site_has_two_epochs(demo):
     epochs = demo["tables"]["harm"].groupby("site", observed=True)["epoch"].nunique()
     assert epochs["osaka"] == 2 and (epochs.drop("osaka") == 1).all()
+
+
+def test_raw_and_every_derivative_dataset_pass_the_bids_validator(demo):
+    """Issue 17 on the demo: the raw dataset and each derivative dataset, 0 errors."""
+    from tests.validator import bids_errors, datasets_of_study
+
+    for dataset in datasets_of_study(demo["bids"]):
+        errors = bids_errors(dataset)
+        assert errors == [], (dataset, errors[:5])

@@ -26,7 +26,7 @@ def test_gate_failure_excludes_and_override_restores(small_study):
     target = in_table.sort_values("snr_wm").iloc[0]
     # Tighten the study's gates so exactly the lowest-SNR image fails.
     rules = yaml.safe_load(small_study["qc"].read_text())
-    rules["image"]["absolute"].append({"metric": "snr_wm", "min": float(target["snr_wm"]) * 1.0001,
+    rules["anat"]["absolute"].append({"metric": "snr_wm", "min": float(target["snr_wm"]) * 1.0001,
                                        "verdict": "fail", "why": "acceptance-test gate"})
     small_study["qc"].write_text(yaml.safe_dump(rules))
     trialprep_run(small_study["trial"], out, small_study["config"])

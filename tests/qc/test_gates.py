@@ -48,8 +48,8 @@ def test_absolute_thresholds_fire_with_their_reason(rules):
     df = sessions()
     df.loc[0, "snr_wm"] = 2.0       # below the fail threshold 4
     df.loc[1, "inu_range"] = 0.9    # above the warn threshold 0.6
-    out = gates.evaluate_images(df, rules.copy() | {"image": {
-        **rules["image"], "robust_z": {**rules["image"]["robust_z"], "scopes": []}}})
+    out = gates.evaluate_images(df, rules.copy() | {"anat": {
+        **rules["anat"], "robust_z": {**rules["anat"]["robust_z"], "scopes": []}}})
     assert out.loc[0, "verdict_auto"] == "fail"
     assert "WM SNR too low: snr_wm 2 < 4" in out.loc[0, "rules_fired"]
     assert out.loc[1, "verdict_auto"] == "warn"
@@ -63,8 +63,8 @@ def test_physiologically_implausible_anatomy_fails(rules):
     df.loc[1, ["TIV_L", "GM_fraction", "WM_fraction"]] = [1.5, 0.68, 0.2]
     df.loc[2, "CSF_fraction"] = 0.01
     df.loc[3, "template_dice"] = 0.86
-    no_z = rules.copy() | {"image": {**rules["image"], "robust_z": {
-        **rules["image"]["robust_z"], "scopes": []}}}
+    no_z = rules.copy() | {"anat": {**rules["anat"], "robust_z": {
+        **rules["anat"]["robust_z"], "scopes": []}}}
     out = gates.evaluate_images(df, no_z)
     assert out.loc[0, "verdict_auto"] == "fail"
     assert "TIV outside the adult range: TIV_L 2.9 > 2.2" in out.loc[0, "rules_fired"]

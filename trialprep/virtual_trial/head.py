@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from trialprep.atomic import atomic_path
+
 #: Tissues of the head outside the brain, in the order of their labels (1..).
 TISSUES = ("skin", "fat", "muscle", "bone", "marrow", "eye", "lens", "cord", "csf_rim",
            "canal")
@@ -179,11 +181,9 @@ def load_head(brain_mask: np.ndarray, brain_affine: np.ndarray) -> Head:
             return Head(z["affine"], {t: z[t].astype(np.float32) for t in TISSUES},
                         z["intracranial"].astype(np.float32))
     head = build_head(brain_mask, brain_affine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, affine=head.affine, intracranial=head.intracranial.astype(np.float16),
-             **{t: m.astype(np.float16) for t, m in head.maps.items()})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, affine=head.affine, intracranial=head.intracranial.astype(np.float16),
+                 **{t: m.astype(np.float16) for t, m in head.maps.items()})
     return head
 
 

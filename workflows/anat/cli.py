@@ -33,9 +33,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.collect:
-        from trialprep.workflows.anat.collect import collect_biomarkers
+        from trialprep.layout import StudyLayout
+        from trialprep.session_rows import collect_stage_rows
+        from trialprep.workflows.anat.stage import ANAT_STAGE
 
-        table = collect_biomarkers(args.bids, args.collect)
+        table = collect_stage_rows(ANAT_STAGE, StudyLayout.from_bids(args.bids), args.collect)
         print(f"{len(table)} session row(s) -> {args.collect}")
         return 0
     if not (args.participant_label and args.session_label):

@@ -25,27 +25,7 @@ from nipype.interfaces.base import (
 )
 from scipy import ndimage
 
-#: Every metric written per image, with its direction (for QC gates and reports).
-IQM_DESCRIPTIONS = {
-    "snr_csf": "SNR in CSF: median / (sd * sqrt(n / (n - 1))); higher is better",
-    "snr_gm": "SNR in GM; higher is better",
-    "snr_wm": "SNR in WM; higher is better",
-    "snr_total": "mean of the three tissue SNRs; higher is better",
-    "snrd_wm": "Dietrich SNR in WM: median / (sigma_air * sqrt(2 / (4 - pi))); higher is "
-               "better",
-    "cnr": "contrast-to-noise ratio |mu_WM - mu_GM| / sqrt(s_air^2 + s_GM^2 + s_WM^2); higher "
-           "is better",
-    "cjv": "coefficient of joint variation (MAD_WM + MAD_GM) / |mu_WM - mu_GM|; lower is "
-           "better",
-    "efc": "entropy focus criterion, 0 (all energy in one voxel) .. 1 (uniform); lower is "
-           "better",
-    "fber": "foreground-background energy ratio median|F|^2 / median|B|^2; higher is better",
-    "wm2max": "median WM intensity / 99.95th percentile of the image; close to 1 is better",
-    "inu_range": "bias-field range in the brain, P95 - P5; closer to 0 is better",
-    "inu_med": "bias-field median in the brain; close to 1 is better",
-    "reg_cost": "final Mattes mutual information with the template (more negative is "
-                "better)",
-}
+from trialprep.workflows.anat.stage import IQM_DESCRIPTIONS  # noqa: E402,F401
 
 
 def tissue_stats(values: np.ndarray) -> dict[str, float]:

@@ -8,49 +8,33 @@ go on and the failure is visible in the outputs.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 import traceback
 from pathlib import Path
 
-import pandas as pd
-
 from trialprep import __version__
-from trialprep.bids import bids_path, parse_entities, sanitize_label
+from trialprep.bids import sanitize_label
 from trialprep.config import StudyConfig
+from trialprep.derivatives import SessionWriter, new_row, write_stage_dataset
+from trialprep.layout import StudyLayout
 from trialprep.provenance import environment_record, sha256_file, sha256_json, utc_now
-from trialprep.tables import read_table, write_json, write_table
+from trialprep.stages import SessionStatus
+from trialprep.tables import read_table
+from trialprep.workflows.anat.stage import ANAT_STAGE
 
 log = logging.getLogger(__name__)
 
-#: Name of the pipeline's derivative dataset under ``BIDS/derivatives``.
-DERIVATIVES = "trialprep"
 TISSUE_LABELS = ("CSF", "GM", "WM")
-ID_COLUMNS = ("participant_id", "session_id", "status", "reason", "source", "source_sha256",
-              "pipeline_version", "config_sha256")
 
 
 class SessionError(RuntimeError):
     """A session that cannot be processed; the message is the reason reported."""
 
 
-def derivatives_root(bids: Path) -> Path:
-    return Path(bids) / "derivatives" / DERIVATIVES
-
-
 def biomarker_row_path(bids: Path, subject: str, session: str) -> Path:
     """The per-session biomarker row (the anatomical job's declared output)."""
-    return bids_path(derivatives_root(bids), "anat", "morph", ".tsv", sub=subject, ses=session,
-                     desc="biomarkers")
-
-
-def biomarker_row_paths(bids: Path) -> list[Path]:
-    """Every session's biomarker row, sorted; FileNotFoundError when there is none."""
-    paths = sorted(derivatives_root(bids).glob("sub-*/ses-*/anat/*_desc-biomarkers_morph.tsv"))
-    if not paths:
-        raise FileNotFoundError(f"no session biomarker rows under {derivatives_root(bids)}")
-    return paths
+    return ANAT_STAGE.row_path(StudyLayout.from_bids(bids), subject, session)
 
 
 def anat_config_hash(config: StudyConfig) -> str:
@@ -60,51 +44,11 @@ def anat_config_hash(config: StudyConfig) -> str:
 
 def find_t1w(bids: Path, subject: str, session: str) -> tuple[Path, list[Path]]:
     """The session's T1w (the first run) and any further runs left unprocessed."""
-    sub, ses = sanitize_label(subject), sanitize_label(session)
-    found = sorted((Path(bids) / f"sub-{sub}" / f"ses-{ses}" / "anat").glob(
-        f"sub-{sub}_ses-{ses}*_T1w.nii.gz"))
+    found = ANAT_STAGE.find_inputs(StudyLayout.from_bids(bids), subject, session)
     if not found:
-        raise SessionError(f"no T1w for sub-{sub} ses-{ses} in {bids}")
+        raise SessionError(f"no T1w for sub-{sanitize_label(subject)} "
+                           f"ses-{sanitize_label(session)} in {bids}")
     return found[0], found[1:]
-
-
-def sessions_with_t1w(bids: Path) -> list[tuple[str, str]]:
-    """(subject, session) of every session in the BIDS dataset that has a T1w."""
-    out = set()
-    for path in Path(bids).glob("sub-*/ses-*/anat/sub-*_T1w.nii.gz"):
-        ent = parse_entities(path.name)
-        out.add((ent["sub"], ent["ses"]))
-    return sorted(out)
-
-
-def write_dataset_description(root: Path) -> None:
-    """``dataset_description.json`` of the derivative dataset (GeneratedBy with versions)."""
-    env = environment_record()
-    pk = env["packages"]
-    container = env["container"]
-    generated = {"Name": "trialprep", "Version": __version__,
-                 "Description": "anatomical preprocessing: N4, template brain extraction, "
-                                "MNI152 registration, Atropos, cortical thickness, IQMs",
-                 "CodeURL": "https://github.com/trialprep/trialprep"}
-    if container != "native":
-        generated["Container"] = {"Type": "oci", "Tag": container}
-    desc = {
-        "Name": "trialprep anatomical derivatives", "BIDSVersion": "1.10.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated] + [{"Name": n, "Version": pk[n]}
-                                      for n in ("antspyx", "nipype", "nibabel", "nilearn")],
-        "SourceDatasets": [{"URL": "bids::"}],
-        "EnvironmentLockSHA256": env["lock_sha256"],
-    }
-    path = root / "dataset_description.json"
-    if not path.exists() or read_json(path) != desc:
-        write_json(desc, path)
-
-
-def read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(Path(path).read_text())
 
 
 def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dict]:
@@ -166,41 +110,6 @@ def _failure_reason(exc: BaseException) -> str:
     return f"processing failed: {type(exc).__name__}: {last}"[:500]
 
 
-class SessionWriter:
-    """Names and writes one session's derivative files, each with a provenance sidecar."""
-
-    def __init__(self, bids: Path, subject: str, session: str, provenance: dict):
-        self.root = derivatives_root(bids)
-        self.sub, self.ses = subject, session
-        self.provenance = provenance
-        self.written: dict[str, Path] = {}
-
-    def path(self, suffix: str, extension: str, **entities) -> Path:
-        return bids_path(self.root, "anat", suffix, extension, sub=self.sub, ses=self.ses,
-                         **entities)
-
-    def copy(self, key: str, src: str, suffix: str, extension: str = ".nii.gz",
-             description: str = "", **entities) -> Path:
-        dest = self.path(suffix, extension, **entities)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        tmp.replace(dest)
-        self.written[key] = dest
-        if extension in (".nii.gz", ".nii"):
-            sidecar = {"Description": description, **self.provenance}
-            write_json(sidecar, dest.with_name(dest.name.split(".")[0] + ".json"))
-        return dest
-
-    def figure(self, name: str, desc: str) -> Path:
-        from trialprep.bids import bids_name
-
-        out = self.root / f"sub-{self.sub}" / "figures" / bids_name(
-            "T1w", ".svg", sub=self.sub, ses=self.ses, desc=desc)
-        self.written[name] = out
-        return out
-
-
 #: Physiological ranges of an adult head: TIV (L) and tissue fractions of it. A session
 #: outside them has failed somewhere (a brain mask that took the scalp, a registration that
 #: matched the neck) and gets no numbers.
@@ -240,23 +149,11 @@ THICKNESS_DESC = {"laplacian": "laplacian", "direct": "DiReCT"}
 
 
 def column_dictionary(row: dict, thickness_method: str = "laplacian") -> dict:
-    """JSON sidecar of the biomarker row: every column's description and unit."""
-    fixed = {
-        "participant_id": {"Description": "keyed pseudonym of the participant"},
-        "session_id": {"Description": "visit (BIDS session)"},
-        "status": {"Description": "ok, or failed (the session's biomarkers are missing)",
-                   "Levels": {"ok": "processed", "failed": "not processed, see reason"}},
-        "reason": {"Description": "why the session failed (empty when ok)"},
-        "source": {"Description": "the T1w the biomarkers come from (BIDS URI)"},
-        "source_sha256": {"Description": "SHA-256 of the source T1w file"},
-        "pipeline_version": {"Description": "trialprep version that produced the row"},
-        "config_sha256": {"Description": "SHA-256 of the anatomical settings and version"},
-    }
+    """Every biomarker column's description and unit (the row's JSON dictionary; the
+    identifying columns are described by the shared writer)."""
     out = {}
     for col in row:
-        if col in fixed:
-            out[col] = fixed[col]
-        elif col.endswith("_GM_mm3"):
+        if col.endswith("_GM_mm3"):
             out[col] = {"Description": "grey-matter volume within the Harvard-Oxford cortical "
                                        f"region {col[:-7]}", "Units": "mm^3"}
         elif col.endswith("_mm3"):
@@ -281,19 +178,17 @@ def run_anat_session(bids: Path, subject: str, session: str, config: StudyConfig
                      work: Path | None = None) -> dict:
     """Process one session; write its derivatives and biomarker row; return the row."""
     bids = Path(bids).absolute()  # Nipype runs each node in its own folder
+    layout = StudyLayout.from_bids(bids)
     sub, ses = sanitize_label(subject), sanitize_label(session)
-    root = derivatives_root(bids)
-    work = Path(work or bids.parent / "work" / "anat").absolute() / f"sub-{sub}_ses-{ses}"
+    work = Path(work or layout.work(ANAT_STAGE.name)).absolute() / f"sub-{sub}_ses-{ses}"
     work.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(root)
+    write_stage_dataset(ANAT_STAGE, layout, config["study"]["bids_version"])
     a = config["anat"]
-    row = {"participant_id": f"sub-{sub}", "session_id": f"ses-{ses}", "status": "ok",
-           "reason": "", "source": "", "source_sha256": "",
-           "pipeline_version": __version__, "config_sha256": anat_config_hash(config)}
+    row = new_row(sub, ses, __version__, anat_config_hash(config))
     started, t0 = utc_now(), time.perf_counter()
     provenance = {"GeneratedBy": [{"Name": "trialprep", "Version": __version__}],
                   "Parameters": a, "Seed": a["seed"], "Environment": environment_record()}
-    writer = SessionWriter(bids, sub, ses, provenance)
+    writer = SessionWriter(ANAT_STAGE, layout, sub, ses, provenance)
     try:
         t1w, extra_runs = find_t1w(bids, sub, ses)
         row["source"] = f"bids::{t1w.relative_to(bids).as_posix()}"
@@ -316,23 +211,21 @@ def run_anat_session(bids: Path, subject: str, session: str, config: StudyConfig
         _write_outputs(writer, outputs, a, corr)
         row.update(biomarkers)
     except Exception as exc:  # reported in the session's outputs, never fatal to the study
-        row["status"], row["reason"] = "failed", _failure_reason(exc)
+        row["status"], row["reason"] = SessionStatus.FAILED.value, _failure_reason(exc)
         log.debug("session sub-%s ses-%s failed:\n%s", sub, ses, traceback.format_exc())
-    out = biomarker_row_path(bids, sub, ses)
-    write_json({**column_dictionary(row, a["thickness"]["method"]), "_provenance": {
-        k: v for k, v in provenance.items() if k != "Environment"}},
-        out.with_suffix("").with_suffix(".json"))
-    write_table(pd.DataFrame([row]), out)  # last: its presence means the session is done
-    if row["status"] == "ok" and not a["keep_work"]:
+    writer.row(row, column_dictionary(row, a["thickness"]["method"]))  # last: session done
+    if row["status"] == SessionStatus.OK and not a["keep_work"]:
         shutil.rmtree(work, ignore_errors=True)
     return row
 
 
 def _write_outputs(w: SessionWriter, o: dict, a: dict, corr: float) -> None:
     space = a["template"]
-    w.copy("preproc", o["t1w_preproc"], "T1w", desc="preproc",
+    whole_head = {"SkullStripped": False}  # BIDS: required on a preprocessed T1w
+    w.copy("preproc", o["t1w_preproc"], "T1w", desc="preproc", sidecar=whole_head,
            description="N4 bias-corrected T1w")
-    w.copy("bias", o["bias_field"], "T1w", desc="biasfield", description="N4 bias field")
+    w.copy("bias", o["bias_field"], "T1w", desc="biasfield", sidecar=whole_head,
+           description="N4 bias field")
     how = ("deepbet's brain extraction" if a["brain_extraction"] == "deepbet"
            else "the template's brain mask brought to native space")
     w.copy("mask", o["brain_mask"], "mask", desc="brain",
@@ -343,7 +236,7 @@ def _write_outputs(w: SessionWriter, o: dict, a: dict, corr: float) -> None:
                description=f"Atropos {label} posterior probability")
     w.copy("atlas", o["atlas_native"], "dseg", desc=a["atlas"],
            description=f"{a['atlas']} atlas labels warped to native space")
-    w.copy("std", o["std_warped"], "T1w", space=space, desc="preproc",
+    w.copy("std", o["std_warped"], "T1w", space=space, desc="preproc", sidecar=whole_head,
            description=f"bias-corrected T1w in {space}")
     fwd, inv = list(o["forward_transforms"]), list(o["inverse_transforms"])
     for key, src in (("xfm_warp", fwd[0]), ("xfm_affine", fwd[-1])):
@@ -365,9 +258,7 @@ def _write_outputs(w: SessionWriter, o: dict, a: dict, corr: float) -> None:
     iqms = dict(o["iqms"], reg_correlation=corr, **check_physiology(vols))
     if o.get("template_dice") is not None:
         iqms["template_dice"] = float(o["template_dice"])
-    iqm_path = w.path("T1w", ".json", desc="iqms")
-    write_json({**iqms, "_provenance": w.provenance}, iqm_path)
-    w.written["iqms"] = iqm_path
+    w.iqms(iqms)
     from trialprep.workflows.anat.reportlets import (
         plot_brain_mask,
         plot_registration,

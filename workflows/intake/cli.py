@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trialprep.config import load_config
 from trialprep.keys import load_study_key
+from trialprep.layout import StudyLayout
 from trialprep.tables import write_json
 
 
@@ -40,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     if args.summary:
         args.summary.parent.mkdir(parents=True, exist_ok=True)
         write_json(summary.to_dict(), args.summary)
-    print(f"BIDS dataset: {args.bids}  records: {args.bids / 'derivatives' / 'intake'}")
+    print(f"BIDS dataset: {args.bids}  records: {StudyLayout.from_bids(args.bids).intake}")
     return 0

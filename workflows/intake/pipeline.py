@@ -27,6 +27,7 @@ from trialprep.audit import study_audit
 from trialprep.bids import bids_path, sanitize_label
 from trialprep.config import StudyConfig
 from trialprep.keys import StudyKey
+from trialprep.layout import StudyLayout
 from trialprep.provenance import utc_now
 from trialprep.tables import read_table, write_table
 from trialprep.workflows.intake import bids_tables, state
@@ -176,7 +177,7 @@ def run_intake(source: Path, site: str, bids: Path, config: StudyConfig, key: St
         bids_tables.write_tables(bids, subjects, all_series, clinical_cols,
                                  only={r["subject"] for r in series_rows})
         _write_completeness(bids, config, key, subjects, all_series, as_of)
-        state.write_description(bids)
+        state.write_description(bids, config["study"]["bids_version"])
     log.info(summary.line())
     study_audit(bids).append("intake", {**summary.to_dict(), "config_sha256": config.hash,
                                         "trialprep": __version__})
@@ -265,7 +266,7 @@ def _commit_plan(plan: SeriesPlan, plans: list[SeriesPlan], names: dict, existin
             dest.with_name(dest.name + ".part").replace(dest)
             plan.final.append((Path(stem + ext)).as_posix())
     if plan.archive is not None:
-        dest = bids / "sourcedata" / "dicom" / plan.archive_rel
+        dest = StudyLayout.from_bids(bids).sourcedata / plan.archive_rel
         tmp = dest.with_name(dest.name + ".part")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)

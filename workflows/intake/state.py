@@ -5,14 +5,13 @@ site intakes and re-runs after a crash never leave half-written or duplicated ro
 from __future__ import annotations
 
 import fcntl
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
-from trialprep import __version__
-from trialprep.provenance import container_id, lock_hash
+from trialprep.datasets import write_dataset_description
+from trialprep.layout import StudyLayout
 from trialprep.tables import write_table
 
 MANIFEST_COLUMNS = ["site", "source_id", "sha256", "size", "outcome", "reason", "series",
@@ -25,7 +24,7 @@ SUBJECT_COLUMNS = ["subject", "site", "sex", "enrolled"]
 
 
 def intake_dir(bids: Path) -> Path:
-    return Path(bids) / "derivatives" / "intake"
+    return StudyLayout.from_bids(bids).intake
 
 
 @contextmanager
@@ -63,14 +62,13 @@ def upsert(bids: Path, name: str, columns: list[str], rows: list[dict],
     return merged
 
 
-def write_description(bids: Path) -> None:
-    path = intake_dir(bids) / "dataset_description.json"
-    generated = {"Name": "trialprep", "Version": __version__,
-                 "Description": "DICOM intake: de-identification, protocol check, "
-                                "conversion, manifest and completeness"}
-    if container_id() != "native":
-        generated["Container"] = {"Type": "oci", "Tag": container_id()}
-    desc = {"Name": "trialprep intake records", "BIDSVersion": "1.10.0",
-            "DatasetType": "derivative", "GeneratedBy": [generated],
-            "EnvironmentLockSHA256": lock_hash()}
-    path.write_text(json.dumps(desc, indent=2) + "\n")
+#: Intake's records: BIDS has no rule for them (they are this dataset's content).
+RECORDS = ("/manifest.tsv", "/series.tsv", "/subjects.tsv", "/completeness.tsv",
+           "/intake_complete.json", "/sites")
+
+
+def write_description(bids: Path, bids_version: str) -> None:
+    write_dataset_description(
+        intake_dir(bids), name="trialprep intake records", bids_version=bids_version,
+        description="DICOM intake: de-identification, protocol check, conversion, manifest "
+                    "and completeness", bidsignore=RECORDS)

@@ -1,48 +1,60 @@
-"""QC gates: a verdict for every T1w (pass / warn / fail with the rules that fired), per-site
-summaries, scanner epochs and drift across epoch boundaries, and people's overrides."""
+"""QC gates: a verdict for every image a stage processed (pass / warn / fail with the rules
+that fired, under its modality's rules), per-site summaries, scanner epochs and drift across
+epoch boundaries, and people's overrides."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from trialprep.audit import AuditLog, study_audit
+from trialprep.layout import StudyLayout
+from trialprep.session_rows import load_stage_rows, read_iqms
+from trialprep.stages import Stage, registered_stages
 from trialprep.tables import read_table, write_table
-from trialprep.workflows.anat.session import biomarker_row_paths
 
 SEVERITY = {"pass": 0, "warn": 1, "fail": 2}
 EPOCH_KEYS = ("site", "manufacturer", "model", "software_version")
 
 
 def qc_dir(bids: Path) -> Path:
-    return Path(bids) / "derivatives" / "qc"
+    return StudyLayout.from_bids(bids).qc
 
 
 def image_key(name: str) -> str:
-    """The key an image is known by in verdicts and overrides: its T1w file name."""
+    """The key an image is known by in verdicts and overrides: its file name."""
     return Path(str(name).removeprefix("bids::")).name
 
 
-def load_sessions(bids: Path) -> pd.DataFrame:
-    """One row per processed session: biomarker status, IQMs, scanner, intake verdict."""
+def session_image(stage: Stage, participant_id: str, session_id: str, source: str) -> str:
+    """The image key of a stage's session row (named from the session when the stage
+    failed before it found its input)."""
+    return image_key(source) if source else (
+        f"{participant_id}_{session_id}_{stage.input_suffix}.nii.gz")
+
+
+def load_sessions(bids: Path, stages: list[Stage] | None = None) -> pd.DataFrame:
+    """One row per processed image of every registered stage: its stage and modality, the
+    row's status, the IQMs, the scanner and the intake verdict."""
     bids = Path(bids)
-    rows = []
-    for path in biomarker_row_paths(bids):
-        row = read_table(path, as_text=True).iloc[0]
-        rec = {"participant_id": row["participant_id"], "session_id": row["session_id"],
-               "status": row["status"], "reason": row["reason"],
-               "image": image_key(row["source"]) if row["source"] else
-               f"{row['participant_id']}_{row['session_id']}_T1w.nii.gz"}
-        iqm_file = path.with_name(path.name.replace("_desc-biomarkers_morph.tsv",
-                                                    "_desc-iqms_T1w.json"))
-        if iqm_file.exists():
-            rec.update({k: v for k, v in json.loads(iqm_file.read_text()).items()
-                        if not k.startswith("_")})
-        rows.append(rec)
-    df = pd.DataFrame(rows)
+    layout = StudyLayout.from_bids(bids)
+    records = []
+    for stage in stages or registered_stages():
+        for row in load_stage_rows(stage, layout).itertuples():
+            rec = {"participant_id": row.participant_id, "session_id": row.session_id,
+                   "stage": stage.name, "modality": stage.modality, "status": row.status,
+                   "reason": row.reason,
+                   "image": session_image(stage, row.participant_id, row.session_id,
+                                          row.source)}
+            rec.update(read_iqms(stage, layout, row.participant_id.removeprefix("sub-"),
+                                 row.session_id.removeprefix("ses-")))
+            records.append(rec)
+    if not records:
+        raise FileNotFoundError(f"no stage has written a session row under "
+                                f"{layout.derivatives}")
+    df = pd.DataFrame(records)
     scans = _session_scanners(bids)
     df = df.merge(scans, on=["participant_id", "session_id"], how="left")
     series = _intake_verdicts(bids)
@@ -66,12 +78,11 @@ def _session_scanners(bids: Path) -> pd.DataFrame:
 
 
 def _intake_verdicts(bids: Path) -> pd.DataFrame:
-    series = read_table(bids / "derivatives" / "intake" / "series.tsv", as_text=True)
-    series = series[series["series_type"] == "T1w"]
+    series = read_table(StudyLayout.from_bids(bids).series, as_text=True)
     rows = []
     for _, s in series.iterrows():
         for f in str(s["bids_files"]).split(";"):
-            if f.endswith("_T1w.nii.gz"):
+            if f.endswith(".nii.gz"):
                 rows.append({"image": image_key(f), "intake_verdict": s["verdict"],
                              "deviations": s["deviations"]})
     return pd.DataFrame(rows, columns=["image", "intake_verdict", "deviations"])
@@ -99,7 +110,17 @@ def _robust_z(values: pd.Series) -> pd.Series:
 
 
 def evaluate_images(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
-    """Automatic verdicts: ``verdict_auto`` and ``rules_fired`` (``; ``-separated)."""
+    """Automatic verdicts: ``verdict_auto`` and ``rules_fired`` (``; ``-separated); each
+    image under the rules of every image and of its own modality (``rules[modality]``)."""
+    if "modality" not in df:
+        df = df.assign(modality="anat")
+    parts = [_evaluate_modality(g, rules, rules.get(modality, {}))
+             for modality, g in df.groupby("modality", sort=False)]
+    return pd.concat(parts).loc[df.index] if parts else df.assign(verdict_auto=[],
+                                                                   rules_fired=[])
+
+
+def _evaluate_modality(df: pd.DataFrame, rules: dict, modality_rules: dict) -> pd.DataFrame:
     img_rules = rules["image"]
     fired: list[list[tuple[str, str]]] = [[] for _ in range(len(df))]
     ok = df["status"] == "ok"
@@ -110,7 +131,7 @@ def evaluate_images(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
         if img_rules["protocol_deviation"] != "pass":
             fired[i].append((img_rules["protocol_deviation"],
                              f"protocol deviation: {df['deviations'].iloc[i]}"))
-    for rule in img_rules["absolute"]:
+    for rule in modality_rules.get("absolute", []):
         if rule["metric"] not in df:
             continue
         x = pd.to_numeric(df[rule["metric"]], errors="coerce")
@@ -123,7 +144,7 @@ def evaluate_images(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
             for i in np.flatnonzero((ok & (x > rule["max"])).to_numpy()):
                 fired[i].append((rule["verdict"], f"{why}: {rule['metric']} {x.iloc[i]:.3g} > "
                                                   f"{rule['max']}"))
-    rz = img_rules["robust_z"]
+    rz = modality_rules.get("robust_z", {"scopes": []})
     for scope in rz["scopes"]:
         groups = df[ok].groupby("site") if scope == "site" else [("study", df[ok])]
         for name, g in groups:
@@ -162,12 +183,12 @@ DECISION_COLUMNS = ("image", "verdict", "reason", "by", "when", "seq")
 
 
 def write_decisions(bids: Path, audit: AuditLog | None = None) -> Path:
-    """People's latest QC decisions as ``derivatives/qc/decisions.tsv``. The gate rule reads
+    """People's latest QC decisions (the layout's ``decisions.tsv``). The gate rule reads
     it, so recording an override or a rating re-runs the gates (and the table, the reports)."""
     decisions = latest_decisions(audit or study_audit(bids))
     df = pd.DataFrame([{"image": img, **{c: d[c] for c in DECISION_COLUMNS[1:]}}
                        for img, d in sorted(decisions.items())], columns=list(DECISION_COLUMNS))
-    return write_table(df, qc_dir(bids) / "decisions.tsv")
+    return write_table(df, StudyLayout.from_bids(bids).decisions)
 
 
 def apply_decisions(df: pd.DataFrame, decisions: dict[str, dict]) -> pd.DataFrame:
@@ -210,15 +231,18 @@ def site_summary(df: pd.DataFrame, completeness: pd.DataFrame, rules: dict) -> p
 
 
 def detect_drift(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
-    """IQM shifts across each site's epoch boundaries (standardised mean difference)."""
+    """IQM shifts across each site's epoch boundaries (standardised mean difference), for
+    each modality's ``drift_metrics``."""
     d = rules["drift"]
     rows = []
+    if "modality" not in df:
+        df = df.assign(modality="anat")
     ok = df[df["status"] == "ok"]
-    for site, g in ok.groupby("site"):
+    for (modality, site), g in ok.groupby(["modality", "site"]):
         order = g.groupby("epoch")["acq_time"].min().sort_values().index.tolist()
         for before, after in zip(order, order[1:], strict=False):
             a, b = g[g["epoch"] == before], g[g["epoch"] == after]
-            for metric in d["metrics"]:
+            for metric in rules.get(modality, {}).get("drift_metrics", []):
                 if metric not in g:
                     continue
                 xa = pd.to_numeric(a[metric], errors="coerce").dropna()
@@ -228,28 +252,28 @@ def detect_drift(df: pd.DataFrame, rules: dict) -> pd.DataFrame:
                 pooled = np.sqrt((xa.var(ddof=1) + xb.var(ddof=1)) / 2) if (
                     len(xa) > 1 and len(xb) > 1) else np.nan
                 smd = (xb.mean() - xa.mean()) / pooled if pooled and pooled > 0 else np.inf
-                rows.append({"site": site, "epoch_before": before, "epoch_after": after,
-                             "metric": metric, "mean_before": xa.mean(),
+                rows.append({"site": site, "modality": modality, "epoch_before": before,
+                             "epoch_after": after, "metric": metric, "mean_before": xa.mean(),
                              "mean_after": xb.mean(), "smd": smd,
                              "flagged": bool(abs(smd) > d["smd"])})
-    return pd.DataFrame(rows, columns=["site", "epoch_before", "epoch_after", "metric",
-                                       "mean_before", "mean_after", "smd", "flagged"])
+    return pd.DataFrame(rows, columns=["site", "modality", "epoch_before", "epoch_after",
+                                       "metric", "mean_before", "mean_after", "smd",
+                                       "flagged"])
 
 
 def run_gates(bids: Path, config, audit: AuditLog | None = None) -> dict[str, pd.DataFrame]:
-    """Evaluate every image and site; write ``derivatives/qc/*.tsv``; log to the audit."""
+    """Evaluate every image and site; write the QC verdicts; log to the audit."""
     bids = Path(bids)
+    layout = StudyLayout.from_bids(bids)
     audit = audit or study_audit(bids)
     df = assign_epochs(load_sessions(bids))
     df = apply_decisions(evaluate_images(df, config.qc), latest_decisions(audit))
-    completeness = read_table(bids / "derivatives" / "intake" / "completeness.tsv",
-                              as_text=True)
+    completeness = read_table(layout.completeness, as_text=True)
     sites = site_summary(df, completeness, config.qc)
     drift = detect_drift(df, config.qc)
-    out = qc_dir(bids)
-    write_table(df, out / "image_verdicts.tsv")
-    write_table(sites, out / "site_verdicts.tsv")
-    write_table(drift, out / "drift.tsv")
+    write_table(df, layout.image_verdicts)
+    write_table(sites, layout.site_verdicts)
+    write_table(drift, layout.drift)
     audit.append("gate", {
         "config_sha256": config.hash,
         "verdicts": {img: v for img, v in zip(df["image"], df["verdict"], strict=True)},

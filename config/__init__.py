@@ -1,0 +1,2 @@
+"""trialprep's configuration defaults, gate rules, protocol, schemas and profiles, as
+package data (``trialprep.config_data``)."""

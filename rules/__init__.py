@@ -1,0 +1,1 @@
+"""trialprep's Snakemake rules as package data (``trialprep.rules``; entry: main.smk)."""
