@@ -221,7 +221,8 @@ def render_harmonization(env, tables: Path, config, out: Path) -> Path:
     raw = read_table(tables / "biomarkers_unharmonized.parquet")
     harm = read_table(tables / "biomarkers_harmonized.parquet")
     feats = diag["features"]
-    dictionary = json.loads((tables / "biomarkers_harmonized.json").read_text())
+    dict_path = tables / "biomarkers_harmonized.json"
+    dictionary = json.loads(dict_path.read_text()) if dict_path.exists() else {}
     shown = _shown_biomarkers([f for f in feats if f in raw], dictionary)
     effects = []
     before, after = diag.get("covariate_effects_before", {}), diag.get(

@@ -104,7 +104,8 @@ def study(tmp_path_factory):
     gates = run_gates(layout.bids, config)
     table = build_table(layout.bids, config, layout.tables)
     render_reports(layout.bids, layout.tables, config, layout.reports)
-    yield {"layout": layout, "gates": gates, "table": table, "stage": toy_stage}
+    yield {"layout": layout, "gates": gates, "table": table, "stage": toy_stage,
+           "config": config}
     unregister("toy")
 
 
@@ -162,3 +163,37 @@ def test_the_reports_show_the_extra_stage(study):
     assert f"sub-{BAD[0]}_ses-{BAD[1]}_FLAIR.nii.gz" in site
     dashboard = (reports / "index.html").read_text()
     assert f"sub-{BAD[0]}_ses-{BAD[1]}_FLAIR.nii.gz" in dashboard  # left out of the table
+
+
+def test_only_the_layout_module_spells_the_study_folders():
+    """Every path of a study comes from trialprep/layout.py: no other module of the package
+    (nor a rule file) writes the literal folder name."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("trialprep", "workflows", "harmonization", "qc_reports", "rules"):
+        for path in (repo / folder).rglob("*"):
+            if path.suffix not in (".py", ".smk") or path.name == "layout.py":
+                continue
+            text = path.read_text()
+            if '"derivatives"' in text or "'derivatives'" in text:
+                offenders.append(str(path.relative_to(repo)))
+    assert offenders == []
+
+
+def test_a_person_overrides_the_extra_stage_image_as_any_other(study):
+    """Last (it changes the study): an override of the failed FLAIR brings its session's toy
+    columns into the table."""
+    from trialprep.audit import study_audit
+
+    layout, image = study["layout"], f"sub-{BAD[0]}_ses-{BAD[1]}_FLAIR.nii.gz"
+    study_audit(layout.bids).append("override", {"image": image, "verdict": "pass",
+                                                 "reason": "checked by eye"}, actor="QC")
+    images = run_gates(layout.bids, study["config"])["images"]
+    row = images[images["image"] == image].iloc[0]
+    assert (row["verdict"], row["verdict_auto"], row["modality"]) == ("pass", "fail", "toy")
+    harm = build_table(layout.bids, study["config"], layout.tables)["table"]
+    bad = harm[(harm["participant_id"] == f"sub-{BAD[0]}")
+               & (harm["session_id"] == f"ses-{BAD[1]}")].iloc[0]
+    assert np.isfinite(bad["toy_lesion_volume"]) and bad["toy_qc_verdict"] == "pass"
