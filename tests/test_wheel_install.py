@@ -36,7 +36,7 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "TRIALPREP_HOME", "VIRTUAL_ENV")}
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
           "-w", root / "dist", REPO], cwd=root, env=env)
     (wheel,) = (root / "dist").glob("trialprep-*.whl")
     venv.create(root / "venv", with_pip=False)
