@@ -48,23 +48,39 @@ def fitting_sessions(fit_on, cov: pd.DataFrame) -> np.ndarray:
     return mask
 
 
-def choose_model(kind: str, participants: pd.Series) -> str:
-    """``longitudinal`` or ``cross_sectional`` for the fitting sessions' participants."""
+def choose_model(kind: str, participants: pd.Series, batch: np.ndarray | None = None
+                 ) -> tuple[str, str]:
+    """``longitudinal`` or ``cross_sectional`` for the fitting sessions' participants, and
+    why. ``auto`` takes the longitudinal model when participants have repeated visits and
+    every batch holds at least two participants: with one, that participant's random
+    intercept and the batch effect are the same unknown and the mixed model has no
+    solution."""
     if kind != "auto":
-        return kind
-    return "longitudinal" if participants.duplicated().any() else "cross_sectional"
+        return kind, "as configured (harmonization.model)"
+    if not participants.duplicated().any():
+        return "cross_sectional", "no participant has repeated visits"
+    if batch is not None:
+        per_batch = pd.Series(participants.to_numpy()).groupby(np.asarray(batch)).nunique()
+        if (per_batch < 2).any():
+            alone = ", ".join(sorted(map(str, per_batch.index[per_batch < 2])))
+            return "cross_sectional", (f"batch(es) {alone} hold one participant each: a "
+                                       "subject's random effect cannot be told from the "
+                                       "batch effect")
+    return "longitudinal", "participants have repeated visits"
 
 
 def harmonize_table(values: np.ndarray, features: list[str], batch: np.ndarray,
                     cov: pd.DataFrame, h: dict, mean_only: bool) -> TableHarmonization:
     """Fit the configured model on the fitting sessions and apply it to all of them."""
     fit = fitting_sessions(h.get("fit_on", "all"), cov)
-    kind = choose_model(h.get("model", "auto"), cov.loc[fit, "participant_id"])
+    kind, why = choose_model(h.get("model", "auto"), cov.loc[fit, "participant_id"],
+                             batch[fit])
     names = [c for c in h["covariates"]
              if cov.loc[fit, c].astype(str).nunique() > 1]  # constant in the fit: not a term
     dropped = sorted(set(h["covariates"]) - set(names))
     categorical = [c for c in h["categorical"] if c in names]
-    record = {"model": kind, "fit_on": h.get("fit_on", "all"), "fitted_sessions":
+    record = {"model": kind, "model_reason": why, "fit_on": h.get("fit_on", "all"),
+              "fitted_sessions":
               int(fit.sum()), "covariates": names,
               "covariates_left_out": {c: "constant among the fitting sessions"
                                       for c in dropped}}
@@ -112,4 +128,10 @@ def harmonize_table(values: np.ndarray, features: list[str], batch: np.ndarray,
                                  None if covars is None else covars[ok])
             record["method"] = "ComBat (Johnson et al. 2007; Fortin et al. 2018)"
         record.update(settings={k: v for k, v in settings.items()}, categorical=categorical)
+    bad = ok & ~np.isfinite(out).all(axis=1) & np.isfinite(values).all(axis=1)
+    if bad.any():  # never a table of NaN in place of numbers
+        raise HarmonizationError(
+            f"{record['method']} gave non-finite values for {int(bad.sum())} of "
+            f"{int(ok.sum())} session(s) ({record['model_reason']}): the model cannot be "
+            "estimated from these sessions")
     return TableHarmonization(out, model, record, names, fit, unapplied)

@@ -10,6 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+#: How a file being written starts (hidden; what a killed run leaves behind is recognisable).
+TMP_PREFIX = ".tmp-"
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a private temporary path beside ``path`` to write to; on success it replaces
@@ -18,7 +22,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     choose the format by extension (nibabel, numpy, pandas) behave as for ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{os.getpid()}-{threading.get_ident()}.{path.name}")
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}.{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)

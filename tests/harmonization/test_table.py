@@ -150,3 +150,29 @@ def test_fit_on_baseline_is_cross_sectional_and_applied_to_follow_up(study):
     excluded = res["excluded"]
     assert (excluded["why"].str.contains("no session in the fitting set")).sum() == 8
     assert len(res["table"]) == 56
+
+
+def test_one_participant_per_batch_is_never_a_table_of_nan():
+    """With one participant per scanner epoch (the tiny trial), a participant's random
+    intercept is the batch effect: ``auto`` takes cross-sectional ComBat and says why; a
+    longitudinal model forced on it raises instead of writing NaN for every value."""
+    from trialprep.harmonization.design import HarmonizationError
+    from trialprep.harmonization.table_model import choose_model, harmonize_table
+
+    rng = np.random.default_rng(1)
+    batch = np.repeat(["a", "b"], 2)
+    time = np.tile([0.0, 1.1], 2)
+    cov = pd.DataFrame({"participant_id": np.repeat(["p1", "p2"], 2), "time": time,
+                        "age": np.repeat([64.0, 77.0], 2) + time})
+    kind, why = choose_model("auto", cov["participant_id"], batch)
+    assert kind == "cross_sectional" and "one participant" in why
+    assert choose_model("auto", pd.Series(["p1", "p1", "p2", "p2"]),
+                        np.array(["a", "a", "a", "a"]))[0] == "longitudinal"
+    values = rng.normal(1000, 50, (4, 3)) + np.repeat([0.0, 200.0], 2)[:, None]
+    h = {"covariates": ["age"], "categorical": [], "smooth": [], "parametric": True, "eb": True,
+         "ref_batch": None, "model": "auto"}
+    res = harmonize_table(values, ["f1", "f2", "f3"], batch, cov, h, mean_only=True)
+    assert np.isfinite(res.values).all() and res.record["model"] == "cross_sectional"
+    with pytest.raises(HarmonizationError):  # confounded, or non-finite: never NaN
+        harmonize_table(values, ["f1", "f2", "f3"], batch, cov, {**h, "model": "longitudinal"},
+                        mean_only=True)

@@ -39,6 +39,25 @@ def test_run_prints_where_the_outputs_are(small_study):
         assert what in small_study["stdout"]
 
 
+def test_the_study_was_run_by_the_installed_wheel(small_study):
+    """Issue 17: the run that every acceptance test reads was made from DICOM to the
+    harmonized table by trialprep installed from its wheel, outside the checkout: its
+    Snakefile, rules and configuration came from that environment's site-packages."""
+    from tests.wheel import REPO
+    from trialprep.audit import study_audit
+
+    (started, *_) = [e for e in study_audit(small_study["bids"]).latest("run")
+                     if e["data"]["event"] == "started"]
+    command = started["data"]["command"]
+    snakefile = command[command.index("-s") + 1]
+    venv = small_study["python"].parent.parent
+    assert snakefile.startswith(str(venv)) and "site-packages" in snakefile
+    assert not snakefile.startswith(str(REPO))
+    desc = json.loads((small_study["bids"] / "derivatives" / "trialprep" /
+                       "dataset_description.json").read_text())
+    assert desc["EnvironmentLockSHA256"] == started["data"]["lock_sha256"] != "unknown"
+
+
 def test_hippocampal_volume_tracks_the_planted_truth(small_study, truth, tables):
     rows = tables["raw"].merge(truth, on=["participant_id", "session_id"])
     assert len(rows) >= 0.8 * len(truth)

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,19 +33,21 @@ def _copy_study(src: Path, dst: Path) -> list[str]:
         shutil.rmtree(row.parent)
         sub, ses = row.parent.parent.parent.name, row.parent.parent.name
         logs.append(f"{sub}_{ses}.log")
-    (deriv / "biomarkers_morph.tsv").unlink()
     return logs
 
 
 def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_table(small_study, tmp_path):
     out = tmp_path / "study"
     logs = _copy_study(small_study["out"], out)
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.Popen([sys.executable, "-m", "trialprep.cli", "run", "--config",
-                             str(small_study["config"]), "--out", str(out), "--cores", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
+    from tests.wheel import clean_env
+
+    env = clean_env()  # the installed package (as the study was made), outside the checkout
+    env["PATH"] = f"{small_study['python'].parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.Popen([str(small_study["python"]), "-m", "trialprep.cli", "run",
+                             "--config", str(small_study["config"]), "--out", str(out),
+                             "--cores", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+                            cwd=tmp_path)
     log_dir = out / "logs" / "anat"
     deadline = time.monotonic() + 600
     while not any((log_dir / name).exists() for name in logs):
@@ -60,12 +61,15 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_table(small_study, t
     time.sleep(1)
     assert not (out / "tables" / "biomarkers_harmonized.parquet").exists()
 
-    rerun = trialprep_run(small_study["trial"], out, small_study["config"])
+    rerun = trialprep_run(small_study["trial"], out, small_study["config"],
+                          small_study["python"])
     assert "interrupted; resuming" in rerun.stdout
     first = pd.read_parquet(small_study["out"] / "tables" / "biomarkers_harmonized.parquet")
     resumed = pd.read_parquet(out / "tables" / "biomarkers_harmonized.parquet")
     pd.testing.assert_frame_equal(first, resumed)
     deriv = out / "bids" / "derivatives" / "trialprep"
-    assert not list(deriv.rglob("*.tmp")) and not list(deriv.rglob(".*.tmp"))
+    from trialprep.atomic import TMP_PREFIX
+
+    assert not list(out.rglob(f"{TMP_PREFIX}*")) and not list(deriv.rglob("*.tmp"))
     for nifti in deriv.rglob("*.nii.gz"):  # nothing half-written is left behind
         nib.load(nifti).get_fdata(dtype="float32")

@@ -29,7 +29,8 @@ def test_gate_failure_excludes_and_override_restores(small_study):
     rules["anat"]["absolute"].append({"metric": "snr_wm", "min": float(target["snr_wm"]) * 1.0001,
                                        "verdict": "fail", "why": "acceptance-test gate"})
     small_study["qc"].write_text(yaml.safe_dump(rules))
-    trialprep_run(small_study["trial"], out, small_study["config"])
+    trialprep_run(small_study["trial"], out, small_study["config"],
+                  small_study["python"])
 
     def in_table_now():
         t = pd.read_parquet(out / "tables" / "biomarkers_harmonized.parquet")
@@ -48,7 +49,8 @@ def test_gate_failure_excludes_and_override_restores(small_study):
                            "SNR acceptable on visual review", "--by", "Dr. Reviewer",
                            "--bids", str(bids)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    trialprep_run(small_study["trial"], out, small_study["config"])
+    trialprep_run(small_study["trial"], out, small_study["config"],
+                  small_study["python"])
     assert in_table_now()
     audit = study_audit(bids)
     assert audit.verify() > 0
