@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 #: How a file being written starts (hidden; what a killed run leaves behind is recognisable).
 TMP_PREFIX = ".tmp-"
 
