@@ -22,10 +22,12 @@ REDONE = 2  # sessions whose anatomical outputs the interrupted run has to produ
 
 
 def _copy_study(src: Path, dst: Path) -> list[str]:
-    """A copy of the finished study without its tables, reports and the anatomical
-    derivatives of REDONE sessions (as if the run had stopped before them)."""
+    """A copy of the finished study without its QC verdicts, tables, reports and the
+    anatomical derivatives of REDONE sessions (as if the run had stopped before them: the
+    gates, which read every session's row, had not run)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".snakemake", "work", "tables",
-                                                            "reports", "provenance", "logs"))
+                                                            "reports", "provenance", "logs",
+                                                            "qc"))
     deriv = dst / "bids" / "derivatives" / "trialprep"
     rows = sorted(deriv.glob("sub-*/ses-*/anat/*_desc-biomarkers_morph.tsv"))[:REDONE]
     logs = []
