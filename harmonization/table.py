@@ -49,9 +49,9 @@ HARMONIZED_FILES = ("biomarkers_harmonized.parquet", "biomarkers_harmonized.tsv"
 
 def stage_meta_columns(stage: Stage) -> dict[str, str]:
     """A stage's own columns in the table (name -> the row or verdict column it holds)."""
-    return {f"{stage.name}_qc_verdict": "verdict", f"{stage.name}_source": "source",
-            f"{stage.name}_source_sha256": "source_sha256",
-            f"{stage.name}_config_sha256": "config_sha256"}
+    return {stage.meta_column("qc_verdict"): "verdict", stage.meta_column("source"): "source",
+            stage.meta_column("source_sha256"): "source_sha256",
+            stage.meta_column("config_sha256"): "config_sha256"}
 
 
 @dataclass

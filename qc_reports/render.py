@@ -91,9 +91,8 @@ def render_session(env, row: pd.Series, images: pd.DataFrame, layout: StudyLayou
         f = stage.figure_path(layout, sub.removeprefix("sub-"), ses.removeprefix("ses-"), desc)
         if f.exists():
             figs.append((title, _inline_svg(f.read_text())))
-    same = images[(images["stage"] == stage.name) & (images["status"] == "ok")]
-    site_rows = same[same["site"] == row["site"]]
-    ok = same
+    ok = images[(images["stage"] == stage.name) & (images["status"] == "ok")]
+    site_rows = ok[ok["site"] == row["site"]]
     iqms = []
     for name, desc in stage.iqm_descriptions.items():
         if name in row and _fmt(row[name]):

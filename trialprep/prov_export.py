@@ -72,8 +72,8 @@ def build_prov(bids: Path, tables: Path) -> ProvDocument:
         "trialprep:sha256": sha256_file(harmonized), "trialprep:rows": len(table)})
     doc.wasGeneratedBy(table_ent, harmonize)
     for stage in registered_stages():
-        cols = [f"{stage.name}_{c}" for c in ("source", "config_sha256", "qc_verdict",
-                                              "source_sha256")]
+        cols = [stage.meta_column(c) for c in ("source", "config_sha256", "qc_verdict",
+                                               "source_sha256")]
         if not set(cols) <= set(table.columns):
             continue
         for r in table[["participant_id", "session_id", "epoch", "pipeline_version",

@@ -132,6 +132,11 @@ class Stage:
         """The study table's name of one of the stage's biomarker columns."""
         return f"{self.column_prefix}{biomarker}"
 
+    def meta_column(self, what: str) -> str:
+        """The study table's column of the stage's own ``what`` (``qc_verdict``, ``source``,
+        ``source_sha256``, ``config_sha256``): ``<stage>_<what>``."""
+        return f"{self.name}_{what}"
+
 
 _REGISTERED: dict[str, Stage] = {}
 _LOADED = False
