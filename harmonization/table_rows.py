@@ -44,13 +44,12 @@ class StageRows:
 
 
 def _excluded_rows(stage: Stage, rows: pd.DataFrame, why) -> pd.DataFrame:
-    out = pd.DataFrame({"participant_id": rows["participant_id"].to_numpy(),
+    return pd.DataFrame({"participant_id": rows["participant_id"].to_numpy(),
                         "session_id": rows["session_id"].to_numpy(), "stage": stage.name,
                         "modality": stage.modality, "site": rows["site"].to_numpy(),
                         "image": rows["image"].to_numpy(), "verdict": rows["verdict"].to_numpy(),
                         "status": rows["status"].to_numpy(), "why": why},
                        columns=list(EXCLUDED_COLUMNS))
-    return out
 
 
 def gated_rows(stage: Stage, layout: StudyLayout, verdicts: pd.DataFrame,

@@ -25,7 +25,7 @@ from nipype.interfaces.base import (
 )
 from scipy import ndimage
 
-from trialprep.workflows.anat.stage import IQM_DESCRIPTIONS  # noqa: E402,F401
+from trialprep.workflows.anat.stage import IQM_DESCRIPTIONS  # noqa: F401 (re-exported)
 
 
 def tissue_stats(values: np.ndarray) -> dict[str, float]:
