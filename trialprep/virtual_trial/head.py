@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from trialprep.atomic import atomic_path
+from trialprep.virtual_trial.sampling import sample
 
 #: Tissues of the head outside the brain, in the order of their labels (1..).
 TISSUES = ("skin", "fat", "muscle", "bone", "marrow", "eye", "lens", "cord", "csf_rim",
@@ -191,8 +192,6 @@ def sample_head(points_template: np.ndarray, head: Head) -> dict[str, np.ndarray
     """Head tissue fractions at template-space points (linear interpolation; air beyond)."""
     vox = (np.linalg.inv(head.affine) @ np.c_[points_template, np.ones(len(
         points_template))].T)[:3]
-    out = {t: ndimage.map_coordinates(m, vox, order=1, mode="constant", cval=0.0)
-           for t, m in head.maps.items()}
-    out["intracranial"] = ndimage.map_coordinates(head.intracranial, vox, order=1,
-                                                  mode="constant", cval=0.0)
+    out = {t: sample(m, vox) for t, m in head.maps.items()}
+    out["intracranial"] = sample(head.intracranial, vox)
     return out

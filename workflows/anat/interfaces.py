@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -126,6 +127,18 @@ class _RegOutputSpec(TraitedSpec):
     correlation = traits.Float(desc="correlation with the template inside its mask")
 
 
+def _crop_to_mask(image, mask, margin_mm: float):
+    """``image`` and ``mask`` cropped to the mask's bounding box and ``margin_mm`` round it."""
+    import ants
+
+    idx = np.argwhere(mask.numpy() > 0)
+    pad = np.ceil(margin_mm / np.asarray(mask.spacing)).astype(int)
+    lower = np.maximum(idx.min(axis=0) - pad, 0)
+    upper = np.minimum(idx.max(axis=0) + pad + 1, np.asarray(mask.shape))
+    return (ants.crop_indices(image, lower.tolist(), upper.tolist()),
+            ants.crop_indices(mask, lower.tolist(), upper.tolist()))
+
+
 class RegisterToTemplate(SimpleInterface):
     """Rigid + affine + SyN registration (antspyx ``registration``), reproducible."""
 
@@ -136,11 +149,15 @@ class RegisterToTemplate(SimpleInterface):
         _deterministic(self.inputs.seed, self.inputs.single_threaded)
         import ants
 
-        fixed = ants.image_read(self.inputs.fixed)
+        template = fixed = ants.image_read(self.inputs.fixed)
         moving = ants.image_read(self.inputs.moving)
         kwargs = {}
         if self.inputs.fixed_mask:
-            kwargs["mask"] = ants.image_read(self.inputs.fixed_mask)
+            template_mask = ants.image_read(self.inputs.fixed_mask)
+            # The registration's domain: the template's brain and 10 mm round it (two
+            # thirds of the template's grid, and of the SyN's cost); the displacement
+            # fields are defined there (identity beyond, where the template has no brain).
+            fixed, kwargs["mask"] = _crop_to_mask(template, template_mask, margin_mm=10.0)
         if self.inputs.moving_mask:
             kwargs["moving_mask"] = ants.image_read(self.inputs.moving_mask)
         if self.inputs.initialize:
@@ -169,14 +186,16 @@ class RegisterToTemplate(SimpleInterface):
         reg = ants.registration(fixed, moving, type_of_transform=transform,
                                 reg_iterations=tuple(self.inputs.syn_iterations),
                                 random_seed=self.inputs.seed, outprefix=prefix, **kwargs)
+        warped = ants.apply_transforms(template, moving, list(reg["fwdtransforms"]))
         self._results["warped"] = os.path.join(runtime.cwd, "warped.nii.gz")
-        ants.image_write(reg["warpedmovout"], self._results["warped"])
+        ants.image_write(warped, self._results["warped"])
         self._results["forward_transforms"] = list(reg["fwdtransforms"])
         self._results["inverse_transforms"] = list(reg["invtransforms"])
-        self._results["metric"] = float(ants.image_similarity(fixed, reg["warpedmovout"],
-                                                              metric_type="MattesMutualInformation"))
-        mask = (kwargs["mask"] if "mask" in kwargs else fixed * 0 + 1).numpy() > 0
-        corr = correlation_in_mask(reg["warpedmovout"].numpy(), fixed.numpy(), mask)
+        self._results["metric"] = float(ants.image_similarity(
+            fixed, reg["warpedmovout"], metric_type="MattesMutualInformation"))
+        mask = (template_mask.numpy() if self.inputs.fixed_mask else
+                np.ones(template.shape)) > 0
+        corr = correlation_in_mask(warped.numpy(), template.numpy(), mask)
         self._results["correlation"] = corr
         if corr < self.inputs.min_correlation:
             raise RegistrationError(
