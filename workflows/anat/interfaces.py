@@ -149,43 +149,47 @@ class RegisterToTemplate(SimpleInterface):
         _deterministic(self.inputs.seed, self.inputs.single_threaded)
         import ants
 
-        template = fixed = ants.image_read(self.inputs.fixed)
+        template = ants.image_read(self.inputs.fixed)
         moving = ants.image_read(self.inputs.moving)
+        template_mask = (ants.image_read(self.inputs.fixed_mask) if self.inputs.fixed_mask
+                         else None)
         kwargs = {}
-        if self.inputs.fixed_mask:
-            template_mask = ants.image_read(self.inputs.fixed_mask)
-            # The registration's domain: the template's brain and 10 mm round it (two
-            # thirds of the template's grid, and of the SyN's cost); the displacement
-            # fields are defined there (identity beyond, where the template has no brain).
-            fixed, kwargs["mask"] = _crop_to_mask(template, template_mask, margin_mm=10.0)
+        if template_mask is not None:
+            kwargs["mask"] = template_mask
         if self.inputs.moving_mask:
             kwargs["moving_mask"] = ants.image_read(self.inputs.moving_mask)
         if self.inputs.initialize:
             from trialprep.workflows.anat.initial_alignment import find_initial_pose
 
             pose = find_initial_pose(
-                fixed, kwargs.get("mask", ants.get_mask(fixed)), moving,
+                template, kwargs.get("mask", ants.get_mask(template)), moving,
                 kwargs.get("moving_mask", ants.get_mask(moving)),
                 resolution_mm=self.inputs.init_resolution_mm)
             init = os.path.join(runtime.cwd, "init.mat")
             ants.write_transform(pose.to_ants(), init)
             kwargs["initial_transform"] = [init]
-        prefix = os.path.join(runtime.cwd, "reg_")
+        fixed = template
         if self.inputs.transform == "SyN":
-            # Affine, then SyN from it: the same stages as antspyx's "SyN" with the affine
-            # stage at antspyx's "Affine" schedule (coarser start, fewer iterations at the
-            # fine levels): the same result within the SyN's accuracy, in half the time.
-            affine = ants.registration(fixed, moving, type_of_transform="Affine",
+            # Affine (on the whole template grid: cropped, its coarsest level has so few
+            # samples that one demo session's affine diverged), then SyN from it on the
+            # template's brain and 10 mm round it (two thirds of the grid and of the SyN's
+            # cost; the displacement fields are defined there, identity beyond, where the
+            # template has no brain). antspyx's "SyN" runs the same two stages with a
+            # longer affine schedule, in half as much time again.
+            affine = ants.registration(template, moving, type_of_transform="Affine",
                                        random_seed=self.inputs.seed,
                                        outprefix=os.path.join(runtime.cwd, "affine_"),
                                        **kwargs)
             kwargs["initial_transform"] = list(affine["fwdtransforms"])
+            if template_mask is not None:
+                fixed, kwargs["mask"] = _crop_to_mask(template, template_mask, margin_mm=10.0)
             transform = "SyNOnly"
         else:
             transform = self.inputs.transform
         reg = ants.registration(fixed, moving, type_of_transform=transform,
                                 reg_iterations=tuple(self.inputs.syn_iterations),
-                                random_seed=self.inputs.seed, outprefix=prefix, **kwargs)
+                                random_seed=self.inputs.seed,
+                                outprefix=os.path.join(runtime.cwd, "reg_"), **kwargs)
         warped = ants.apply_transforms(template, moving, list(reg["fwdtransforms"]))
         self._results["warped"] = os.path.join(runtime.cwd, "warped.nii.gz")
         ants.image_write(warped, self._results["warped"])
@@ -193,7 +197,7 @@ class RegisterToTemplate(SimpleInterface):
         self._results["inverse_transforms"] = list(reg["invtransforms"])
         self._results["metric"] = float(ants.image_similarity(
             fixed, reg["warpedmovout"], metric_type="MattesMutualInformation"))
-        mask = (template_mask.numpy() if self.inputs.fixed_mask else
+        mask = (template_mask.numpy() if template_mask is not None else
                 np.ones(template.shape)) > 0
         corr = correlation_in_mask(warped.numpy(), template.numpy(), mask)
         self._results["correlation"] = corr
