@@ -26,13 +26,7 @@ from trialprep.keys import StudyKey
 from trialprep.virtual_trial import anatomy, phi
 from trialprep.virtual_trial.dicom_writer import corrupt_copy, make_grid, write_series
 from trialprep.virtual_trial.head import sample_head
-from trialprep.virtual_trial.scanners import (
-    VENDORS,
-    Site,
-    spread_effects,
-    synthesize_t1,
-    undistort,
-)
+from trialprep.virtual_trial.scanners import VENDORS, Site, spread_effects, synthesize_t1
 
 
 @dataclass(frozen=True)
@@ -283,8 +277,7 @@ def _session(arg) -> dict:
     grid = make_grid(site.vendor.orientation, site.vendor.fov_mm, voxel,
                      centre_ras=tuple(centre.ravel()))
     points = grid.points_ras()
-    tissue_points, voxel_volume = undistort(points, effect)  # gradient non-linearity
-    at_template = anat.to_template(tissue_points, template)
+    at_template = anat.to_template(points, template)
     maps = anatomy.sample_maps(at_template, template)
     head = sample_head(at_template, template.head)
     # the CSF round the brain up to the skull and down the spinal canal is the head's
@@ -316,23 +309,17 @@ def _session(arg) -> dict:
     nib.save(nib.Nifti1Image(hippo, grid.affine_ras), out / "truth" / "labels" /
              f"{stem}_hippocampus.nii.gz")
     vox_ml = float(np.prod(voxel))
-
-    def physical_mm3(fractions: np.ndarray) -> float:
-        """Volume of tissue fractions on the grid: each voxel's physical volume (the
-        gradient non-linearity stretches some, shrinks others)."""
-        return round(float((fractions.reshape(-1) * voxel_volume).sum()) * vox_ml, 1)
-
     return {
         "site": site.name, "patient_id": job["pid"], "visit": visit_id, "epoch": epoch,
         "software": "\\".join(software), "age": round(job["age"], 3), "dx": job["dx"],
         "study_date": job["study_date"].isoformat(),
-        "hippocampus_left_mm3": physical_mm3(maps["hippo_l"]),
-        "hippocampus_right_mm3": physical_mm3(maps["hippo_r"]),
+        "hippocampus_left_mm3": round(float(maps["hippo_l"].sum()) * vox_ml, 1),
+        "hippocampus_right_mm3": round(float(maps["hippo_r"].sum()) * vox_ml, 1),
         # Tissue volumes, the CSF around the brain included; TIV is their sum.
-        "gm_mm3": physical_mm3(maps["gm"]),
-        "wm_mm3": physical_mm3(maps["wm"]),
-        "csf_mm3": physical_mm3(csf),
-        "tiv_mm3": physical_mm3(tissue.sum(axis=0)),
+        "gm_mm3": round(float(maps["gm"].sum()) * vox_ml, 1),
+        "wm_mm3": round(float(maps["wm"].sum()) * vox_ml, 1),
+        "csf_mm3": round(float(csf.sum()) * vox_ml, 1),
+        "tiv_mm3": round(float(tissue.sum()) * vox_ml, 1),
         "off_protocol": bool("slice_thickness" in job),
         # where the head lay: rotation about x, y, z (degrees) and shift (mm, RAS)
         "pose_rotation_deg": " ".join(f"{v:.2f}" for v in anat.rotation_deg),
