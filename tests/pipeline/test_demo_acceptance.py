@@ -41,9 +41,13 @@ def test_scanner_prediction_auc_at_least_090_before_and_at_most_060_after(demo):
     assert auc["before"] >= 0.9, auc
     assert auc["after"] <= 0.6 and auc["after_table"] <= 0.6, auc
     # issue 20: the longitudinal model (the table's default here) removes the epochs,
-    # the upgraded site's included, as well as cross-sectional ComBat
+    # the upgraded site's included, as well as cross-sectional ComBat: the table's
+    # criterion, and no further above chance than it. (Cross-sectional ComBat in the folds
+    # lands below chance on this trial, 0.3-0.4: with 4 participants of a batch in a
+    # training fold, held-out ones are anti-learned. Below chance is not better removal,
+    # so the comparison is with chance when it lies there.)
     assert auc["after_longitudinal"] <= 0.6, auc
-    assert auc["after_longitudinal"] <= auc["after"] + 0.05, auc
+    assert auc["after_longitudinal"] <= max(auc["after"], 0.5) + 0.05, auc
     diag = demo["tables"]["diagnostics"]
     assert diag["site_auc_after"] <= 0.6, diag
 
