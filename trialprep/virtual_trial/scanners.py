@@ -18,11 +18,6 @@ class ScannerEffect:
     bias_coeffs: list  # 10 second-order polynomial coefficients (unit norm)
     noise_sd: float  # Rician noise sd, as a fraction of the WM intensity
     blur_fwhm_mm: float = 0.0  # effective resolution (point-spread function), mm FWHM
-    #: transmit-field (B1+) pattern: the flip angle, and with it the grey matter's T1
-    #: contrast, varies smoothly across the head, as each coil and its shimming leave it
-    #: (N4 removes intensity fields, not a change of contrast between tissues)
-    contrast_field_amplitude: float = 0.0  # peak-to-centre log-amplitude on grey matter
-    contrast_field_coeffs: list = field(default_factory=list)  # 10 coefficients (unit norm)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,9 +96,7 @@ def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
       coverage differ by about this much), spaced evenly in FWHM squared, together with
       GM/WM contrast (GM from -12 % to +12 %; both a wider PSF and a brighter GM shift
       partial-volume voxels from GM to WM);
-    - CSF contrast from -30 % to +30 %, in an independent order;
-    - a transmit-field pattern of the grey matter's contrast (5-12 % peak-to-centre, its
-      own shape per scanner), which biases regional volumes and thickness each its own way.
+    - CSF contrast from -30 % to +30 %, in an independent order.
 
     Gain 0.7-1.4, offset, bias field (up to 25 %), noise and WM contrast are drawn at random.
     """
@@ -122,29 +115,18 @@ def spread_effects(rng: np.random.Generator, n: int) -> list[ScannerEffect]:
             gain=float(1000 * rng.uniform(0.7, 1.4)), offset=float(rng.uniform(0, 40)),
             contrast={k: float(v) for k, v in contrast.items()},
             bias_amplitude=float(rng.uniform(0.05, 0.25)),
-            bias_coeffs=_unit(coeffs),
+            bias_coeffs=(coeffs / np.linalg.norm(coeffs)).tolist(),
             noise_sd=float(rng.uniform(0.015, 0.04)),
-            blur_fwhm_mm=float(np.sqrt(0.5**2 + ti * (MAX_PSF_FWHM_MM**2 - 0.5**2))),
-            contrast_field_amplitude=float(rng.uniform(0.05, 0.12)),
-            contrast_field_coeffs=_unit(rng.normal(0, 1, 10))))
+            blur_fwhm_mm=float(np.sqrt(0.5**2 + ti * (MAX_PSF_FWHM_MM**2 - 0.5**2)))))
     return effects
 
 
-def _unit(v: np.ndarray) -> list:
-    return (v / np.linalg.norm(v)).tolist()
-
-
-def smooth_field(points: np.ndarray, coeffs, amplitude: float,
-                 radius: float = 90.0) -> np.ndarray:
-    """exp of ``amplitude`` x a 2nd-order polynomial in scanner coordinates (mm)."""
+def bias_field(points: np.ndarray, effect: ScannerEffect, radius: float = 90.0) -> np.ndarray:
+    """Smooth multiplicative field: exp of a 2nd-order polynomial in scanner coordinates."""
     x, y, z = (points / radius).T
     terms = np.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z, np.ones_like(x)])
-    return np.exp(amplitude * np.tensordot(np.asarray(coeffs), terms, axes=1))
-
-
-def bias_field(points: np.ndarray, effect: ScannerEffect) -> np.ndarray:
-    """The receive field: a smooth multiplicative field on the whole image."""
-    return smooth_field(points, effect.bias_coeffs, effect.bias_amplitude)
+    log_field = np.tensordot(np.asarray(effect.bias_coeffs), terms, axes=1)
+    return np.exp(effect.bias_amplitude * log_field)
 
 
 def synthesize_t1(maps: dict[str, np.ndarray], points: np.ndarray, effect: ScannerEffect,
@@ -154,10 +136,6 @@ def synthesize_t1(maps: dict[str, np.ndarray], points: np.ndarray, effect: Scann
     with the grid's ``shape`` and ``voxel_mm`` the scanner's point-spread function (a
     Gaussian of ``blur_fwhm_mm``) is applied before the bias field and noise."""
     signal = sum(effect.contrast[t] * maps[t] for t in TISSUES)
-    if effect.contrast_field_amplitude:
-        field_gm = smooth_field(points, effect.contrast_field_coeffs,
-                                effect.contrast_field_amplitude)
-        signal = signal + effect.contrast["gm"] * maps["gm"] * (field_gm - 1.0)
     if shape is not None and voxel_mm is not None and effect.blur_fwhm_mm > 0:
         from scipy import ndimage
 
