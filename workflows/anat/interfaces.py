@@ -104,7 +104,7 @@ class _RegInputSpec(BaseInterfaceInputSpec):
              "that lie anywhere in the field of view")
     init_resolution_mm = traits.Float(
         4.0, usedefault=True,
-        desc="resolution the initial search scores its poses at (the rigid and affine "
+        desc="resolution the initial search scores its poses at (the affine and SyN "
              "stages refine the pose it finds)")
     transform = traits.Enum("SyN", "Affine", "Rigid", "antsRegistrationSyNQuick[s]",
                             usedefault=True)
@@ -140,7 +140,7 @@ def _crop_to_mask(image, mask, margin_mm: float):
 
 
 class RegisterToTemplate(SimpleInterface):
-    """Rigid + affine + SyN registration (antspyx ``registration``), reproducible."""
+    """Multi-start rigid pose, affine and SyN registration (antspyx), reproducible."""
 
     input_spec = _RegInputSpec
     output_spec = _RegOutputSpec
