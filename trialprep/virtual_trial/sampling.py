@@ -35,6 +35,11 @@ def support_bounds(volume: np.ndarray, cval: float,
     return _BOUNDS[key]
 
 
+def to_voxels(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World points (N x 3, mm) as (3 x N) voxel coordinates of a volume with ``affine``."""
+    return (np.linalg.inv(affine) @ np.c_[points, np.ones(len(points))].T)[:3]
+
+
 def sample(volume: np.ndarray, vox: np.ndarray, cval: float = 0.0,
            bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``ndimage.map_coordinates(volume, vox, order=1, mode="constant", cval=cval)``, with
