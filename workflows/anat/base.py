@@ -136,7 +136,8 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         mask_out = "out"
     to_native = pe.Node(ApplyTransforms(in_files=[str(tpl[k]) for k in ("mask", "CSF", "GM",
                                                                          "WM")],
-                                        invert=[True, False], interpolator="linear"),
+                                        invert=[True, False], interpolator="linear",
+                                        compress=False),
                         name="template_to_native")
     atlas_native = pe.Node(ApplyTransforms(in_files=[str(atlas)], invert=[True, False],
                                            interpolator="genericLabel"), name="atlas_to_native")
@@ -167,6 +168,9 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         (n4, to_native, [("out_file", "reference")]),
         (reg, to_native, [("inverse_transforms", "transforms")]),
         (n4, atlas_native, [("out_file", "reference")]),
+        # the atlas lies within the template's brain: resampled on its box (a third of the
+        # head's grid, and genericLabel interpolates every label on every voxel)
+        (to_native, atlas_native, [(("out_files", first), "within")]),
         (reg, atlas_native, [("inverse_transforms", "transforms")]),
         (n4, atropos, [("out_file", "in_file")]),
         (mask, atropos, [(mask_out, "mask_file")]),

@@ -125,7 +125,9 @@ def find_initial_pose(fixed, fixed_mask, moving, moving_mask, *,
     for i in order:
         res = optimize.minimize(cost, np.concatenate([starts[i], np.zeros(3)]),
                                 method="Powell",
-                                options={"xtol": 0.5, "ftol": 1e-4, "maxfev": 400})
+                                # 1 mm / 1 degree and a correlation change of 0.001:
+                                # the affine stage refines the pose further.
+                                options={"xtol": 1.0, "ftol": 1e-3, "maxfev": 400})
         if best is None or res.fun < best.fun:
             best = res
     return RigidPose(rotation=_rotation(best.x[:3]), fixed_centre=scorer.fixed_centre,

@@ -20,11 +20,15 @@ def _canonical(path: str | Path) -> np.ndarray:
     return np.asarray(img.dataobj, dtype=np.float32)
 
 
-def _slices(vol: np.ndarray, view: str, box: tuple[slice, ...]) -> list[np.ndarray]:
+def _row(vol: np.ndarray, view: str, box: tuple[slice, ...]) -> np.ndarray:
+    """The view's slices at ``CUTS`` through ``box``, side by side (one image per row of
+    the mosaic: one axes and one contour per overlay and row, not per panel)."""
     axis = {"sagittal": 0, "coronal": 1, "axial": 2}[view]
     sub = vol[box]
     idx = [int(round(c * (sub.shape[axis] - 1))) for c in CUTS]
-    return [np.rot90(np.take(sub, i, axis=axis)) for i in idx]
+    panels = [np.rot90(np.take(sub, i, axis=axis)) for i in idx]
+    gap = np.full((panels[0].shape[0], 1), np.nan, dtype=np.float32)
+    return np.hstack([p for panel in panels for p in (panel, gap)][:-1])
 
 
 def _bounding_box(mask: np.ndarray, margin: int = 4) -> tuple[slice, ...]:
@@ -44,20 +48,21 @@ def _mosaic(background: np.ndarray, overlays: list[tuple[np.ndarray, str]], box,
     import matplotlib.pyplot as plt
 
     lo, hi = np.percentile(background[box], [1, 99.5])
-    fig, axes = plt.subplots(len(VIEWS), len(CUTS), figsize=(2.0 * len(CUTS), 2.0 * len(VIEWS)),
-                             facecolor="black")
-    for r, view in enumerate(VIEWS):
-        bgs = _slices(background, view, box)
-        layers = [(_slices(vol, view, box), color) for vol, color in overlays]
-        for c in range(len(CUTS)):
-            ax = axes[r, c]
-            ax.imshow(bgs[c], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            for sl, color in layers:
-                if sl[c].max() > sl[c].min():
-                    ax.contour(sl[c], levels=[0.5], colors=color, linewidths=0.8)
-            ax.set_axis_off()
+    rows = [_row(background, view, box) for view in VIEWS]
+    width = 2.0 * len(CUTS)
+    heights = [width * r.shape[0] / r.shape[1] for r in rows]
+    fig, axes = plt.subplots(len(VIEWS), 1, figsize=(width, sum(heights) / 0.93),
+                             gridspec_kw={"height_ratios": heights}, facecolor="black")
+    cmap = plt.get_cmap("gray").with_extremes(bad="black")
+    for ax, view, bg in zip(axes, VIEWS, rows, strict=True):
+        ax.imshow(bg, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        for vol, color in overlays:
+            layer = np.nan_to_num(_row(vol, view, box))
+            if layer.max() > layer.min():
+                ax.contour(layer, levels=[0.5], colors=color, linewidths=0.8)
+        ax.set_axis_off()
     fig.suptitle(title, color="white", fontsize=9)
-    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93, wspace=0.02, hspace=0.02)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=0.93, hspace=0.02)
     buf = io.StringIO()
     fig.savefig(buf, format="svg", facecolor="black", metadata={"Date": None})
     plt.close(fig)
