@@ -13,6 +13,7 @@ from nipype.interfaces.base import (
     OutputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 from nipype.utils.filemanip import fname_presuffix
@@ -305,14 +306,15 @@ class ApplyTransforms(SimpleInterface):
 
         full = ants.image_read(self.inputs.reference)
         ref = full
-        if self.inputs.within:  # the same voxels, fewer of them (genericLabel: per label)
+        if isdefined(self.inputs.within):  # the same voxels, fewer (genericLabel: per label)
             ref, _ = _crop_to_mask(full, ants.image_read(self.inputs.within),
                                    self.inputs.margin_mm)
+        invert = (list(self.inputs.invert) or None) if isdefined(self.inputs.invert) else None
         outs = []
         for f in self.inputs.in_files:
             moved = ants.apply_transforms(ref, ants.image_read(f), list(self.inputs.transforms),
                                           interpolator=self.inputs.interpolator,
-                                          whichtoinvert=list(self.inputs.invert) or None)
+                                          whichtoinvert=invert)
             if ref is not full:
                 moved = ants.decrop_image(moved, full * 0)
             out = _out(f, "_native", runtime.cwd)
