@@ -197,3 +197,17 @@ def test_a_person_overrides_the_extra_stage_image_as_any_other(study):
     bad = harm[(harm["participant_id"] == f"sub-{BAD[0]}")
                & (harm["session_id"] == f"ses-{BAD[1]}")].iloc[0]
     assert np.isfinite(bad["toy_lesion_volume"]) and bad["toy_qc_verdict"] == "pass"
+
+
+def test_a_bids_folder_of_any_name_is_the_layouts_raw_dataset(tmp_path):
+    """A command given ``STUDY/raw-2024`` (not ``bids``) finds its sessions there and writes
+    the derivatives inside it, as BIDS wants; the study folders go beside it."""
+    layout = StudyLayout.from_bids(tmp_path / "raw-2024")
+    assert layout.bids == tmp_path / "raw-2024"
+    assert layout.derivatives == tmp_path / "raw-2024" / "derivatives"
+    assert layout.out == tmp_path
+    assert StudyLayout.from_bids(tmp_path / "bids") == StudyLayout(tmp_path)
+    t1w = tmp_path / "raw-2024" / "sub-01" / "ses-01" / "anat" / "sub-01_ses-01_T1w.nii.gz"
+    t1w.parent.mkdir(parents=True)
+    t1w.write_bytes(b"")
+    assert ANAT_STAGE.find_inputs(layout, "01", "01") == [t1w]

@@ -34,19 +34,26 @@ class StudyLayout:
     """The folders and files of one study run, under its output folder ``out``."""
 
     out: Path
+    #: the raw BIDS dataset when it is not ``out/bids`` (a command given a BIDS folder of
+    #: another name: its tables, logs and work go beside it)
+    bids_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+        if self.bids_dir is not None:
+            object.__setattr__(self, "bids_dir", Path(self.bids_dir))
 
     @classmethod
     def from_bids(cls, bids: str | Path) -> StudyLayout:
-        """The layout of the study whose raw BIDS dataset is ``bids`` (``OUT/bids``)."""
-        return cls(Path(bids).parent)
+        """The layout of the study whose raw BIDS dataset is ``bids`` (``OUT/bids``, or a
+        folder of any name, whose parent then holds the rest)."""
+        bids = Path(bids)
+        return cls(bids.parent, None if bids.name == "bids" else bids)
 
     # raw data
     @property
     def bids(self) -> Path:
-        return self.out / "bids"
+        return self.bids_dir if self.bids_dir is not None else self.out / "bids"
 
     @property
     def sourcedata(self) -> Path:
