@@ -187,15 +187,14 @@ class RegisterToTemplate(SimpleInterface):
             kwargs["initial_transform"] = [init]
         fixed = template
         if self.inputs.transform == "SyN":
-            # Affine (on the whole template grid: cropped, its coarsest level has so few
-            # samples that one demo session's affine diverged), then SyN from it on the
+            # Affine on the whole template grid (cropped, its coarsest level has so few
+            # samples that one demo session's affine diverged), at antspyx's shrink levels
+            # 6, 4, 2 but not 1 (10 iterations there took half the affine's time and moved
+            # its scale by < 0.5 %, which the SyN absorbs); then SyN from it on the
             # template's brain and 10 mm round it (two thirds of the grid and of the SyN's
             # cost; the displacement fields are defined there, identity beyond, where the
             # template has no brain). antspyx's "SyN" runs the same two stages with a
             # longer affine schedule, in half as much time again.
-            # antspyx's four affine levels (shrink 6, 4, 2, 1) but none at full resolution:
-            # its 10 iterations there took half the affine's time and moved the result by
-            # less than 0.5 % in scale, which the SyN after it absorbs.
             affine = ants.registration(template, moving, type_of_transform="Affine",
                                        aff_iterations=(2100, 1200, 1200, 0),
                                        random_seed=self.inputs.seed,
