@@ -95,7 +95,9 @@ def features(df: pd.DataFrame) -> list[str]:
 
 def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
     """Cross-validated AUC of predicting the scanner epoch (the harmonization batch: site x
-    scanner x software) from the volumes relative to TIV; folds keep each participant's
+    scanner x software) from the volumes relative to TIV and the cortical thicknesses (in
+    mm: a length divided by the head's volume would mostly measure head size); folds keep
+    each participant's
     sessions together (else the person, not the scanner, would be recognised); the mean over
     10 random splits into folds (one split of a dozen participants is a noisy measure).
 
@@ -107,9 +109,13 @@ def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
     participants sit opposite their site's mean) and lands below chance."""
     raw, harm = tables["raw"], tables["harm"]
     feats = [c for c in features(raw) if c != "TIV_mm3"]
+    volume = np.array([c.endswith("_mm3") for c in feats])
+
+    def relative(values: np.ndarray, tiv: np.ndarray) -> np.ndarray:
+        return np.where(volume, values / tiv[:, None], values)
 
     def rel(df: pd.DataFrame) -> np.ndarray:
-        return df[feats].div(df["TIV_mm3"], axis=0).to_numpy()
+        return relative(df[feats].to_numpy(float), df["TIV_mm3"].to_numpy(float))
 
     def auc(X, harmonizer=None) -> float:
         return site_prediction_auc(X, raw["epoch"], folds=folds, groups=raw["participant_id"],
@@ -119,7 +125,7 @@ def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
                              raw[["age", "sex", "dx"]], categorical=["sex", "dx"])
 
     def harmonized_rel(train, test):
-        return tuple(h[:, 1:] / h[:, :1] for h in combat(train, test))
+        return tuple(relative(h[:, 1:], h[:, 0]) for h in combat(train, test))
 
     longitudinal = longitudinal_in_folds(
         raw[["TIV_mm3", *feats]].to_numpy(), raw["epoch"],
@@ -127,7 +133,7 @@ def scanner_auc(tables: dict, folds: int) -> dict[str, float]:
         time="time", formula="time + age + sex + dx", categorical=["sex", "dx"])
 
     def longitudinal_rel(train, test):
-        return tuple(h[:, 1:] / h[:, :1] for h in longitudinal(train, test))
+        return tuple(relative(h[:, 1:], h[:, 0]) for h in longitudinal(train, test))
 
     return {"before": auc(rel(raw)), "after": auc(rel(raw), harmonized_rel),
             "after_longitudinal": auc(rel(raw), longitudinal_rel),

@@ -19,6 +19,7 @@ from trialprep.workflows.anat.interfaces import (
 )
 from trialprep.workflows.anat.iqms import ComputeIQMs
 from trialprep.workflows.anat.laplace_thickness import LaplacianThickness
+from trialprep.workflows.anat.local_refinement import RefineLocally
 from trialprep.workflows.anat.templates import TEMPLATE_SPACE, write_atlas, write_template
 from trialprep.workflows.anat.thickness import CorticalThickness
 from trialprep.workflows.anat.volumes import RegionalVolumes
@@ -52,9 +53,17 @@ def _regional_thickness(thickness: str, atlas: str, atlas_labels: str) -> dict:
     return regional_thickness(thickness, atlas, atlas_labels)
 
 
+def _label_table(path) -> tuple[list[int], list[str]]:
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t")
+    return table["index"].astype(int).tolist(), table["name"].astype(str).tolist()
+
+
 def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: str = "SyN",
                          seed: int = 42, single_threaded: bool = True,
                          syn_iterations: tuple[int, ...] = (40, 20, 0),
+                         refinement_iterations: tuple[int, ...] = (10, 10),
                          prior_weight: float = 0.25, mrf_weight: float = 0.2,
                          external_csf_mm: float = 10.0,
                          thickness: bool = True, thickness_method: str = "laplacian",
@@ -65,6 +74,9 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                          name: str = "anat_preproc_wf") -> pe.Workflow:
     """T1w bias correction, brain extraction, registration to MNI152, 3-tissue segmentation,
     regional volumes, cortical thickness and image-quality metrics.
+
+    With ``refinement_iterations`` (not all zero) the atlas reaches native space through
+    a second, local SyN round the hippocampi as well (``local_refinement.py``).
 
     ``brain_extraction="deepbet"`` (the default) extracts the brain from the whole head with
     deepbet, registers the extracted brain to the (brain-only) template from a multi-start
@@ -141,6 +153,14 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
                         name="template_to_native")
     atlas_native = pe.Node(ApplyTransforms(in_files=[str(atlas)], invert=[True, False],
                                            interpolator="genericLabel"), name="atlas_to_native")
+    refine = None
+    if transform == "SyN" and any(refinement_iterations):
+        hippocampi = [int(i) for i, n in zip(*_label_table(atlas_labels), strict=True)
+                      if n in ("Left_Hippocampus", "Right_Hippocampus")]
+        refine = pe.Node(RefineLocally(template=str(tpl["T1w"]), atlas=str(atlas),
+                                       labels=hippocampi, invert=[True, False],
+                                       iterations=list(refinement_iterations), seed=seed),
+                         name="refine_hippocampi")
     atropos = pe.Node(AtroposSegmentation(prior_weight=prior_weight, mrf_weight=mrf_weight,
                                           seed=seed),
                       name="atropos")
@@ -171,7 +191,6 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         # the atlas lies within the template's brain: resampled on its box (a third of the
         # head's grid, and genericLabel interpolates every label on every voxel)
         (to_native, atlas_native, [(("out_files", first), "within")]),
-        (reg, atlas_native, [("inverse_transforms", "transforms")]),
         (n4, atropos, [("out_file", "in_file")]),
         (mask, atropos, [(mask_out, "mask_file")]),
         (to_native, atropos, [(("out_files", rest), "priors")]),
@@ -199,6 +218,13 @@ def init_anat_preproc_wf(*, template_dir: Path, resolution: int = 2, transform: 
         (reg, iqms, [("metric", "registration_metric")]),
         (iqms, outputnode, [("iqms", "iqms")]),
     ])
+    if refine is None:
+        wf.connect(reg, "inverse_transforms", atlas_native, "transforms")
+    else:
+        wf.connect([
+            (reg, refine, [("warped", "warped"), ("inverse_transforms", "transforms")]),
+            (refine, atlas_native, [("transforms", "transforms"), ("invert", "invert")]),
+        ])
     if thickness:
         if thickness_method == "direct":
             kk = pe.Node(CorticalThickness(iterations=thickness_iterations, seed=seed,

@@ -71,6 +71,7 @@ def _run_workflow(t1w: Path, config: StudyConfig, work: Path) -> tuple[dict, dic
     wf = init_anat_preproc_wf(
         template_dir=template_cache_dir(), resolution=a["template_resolution"],
         transform=a["transform"], syn_iterations=a["syn_iterations"], seed=a["seed"],
+        refinement_iterations=a["hippocampal_refinement_iterations"],
         single_threaded=a["single_threaded"],
         prior_weight=a["prior_weight"], mrf_weight=a["mrf_weight"],
         external_csf_mm=a["external_csf_mm"],
