@@ -20,7 +20,7 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25 -m "not demo and not fuzz" $(PYTEST_ARGS)
 
-# Issue 5's criteria at full strength on the default demo trial (about 20 min on 2 cores).
+# Issue 5's criteria at full strength on the default demo trial (about 22 min on 2 cores).
 test-demo: venv
 	$(BIN)/python -m pytest -m demo tests/pipeline/test_demo_acceptance.py $(PYTEST_ARGS)
 

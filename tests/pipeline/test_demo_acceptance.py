@@ -1,7 +1,7 @@
 """Issue 5's criteria at full strength on the default demo trial (what `make demo` builds:
 4 sites x 5 participants x 2 visits, seed 7), computed from the run's tables alone.
 
-About 20 minutes on 2 cores, so behind the ``demo`` marker (`make test-demo`); CI runs the
+About 22 minutes on 2 cores, so behind the ``demo`` marker (`make test-demo`); CI runs the
 short form on the small trial (tests/pipeline/test_acceptance.py)."""
 
 from __future__ import annotations
